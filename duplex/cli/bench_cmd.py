@@ -1,0 +1,55 @@
+"""``duplex-agent bench NAME``: run a benchmark, print figures (``--json`` for one JSON object)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+
+from duplex.cli.common import add_config_args, config_from_args, print_json
+
+# name -> (module with `run(cfg, **kw) -> dict`, help). Later parts of the agent add theirs here.
+BENCHES: dict[str, tuple[str, str]] = {
+    "llm": ("duplex.bench.llm", "frozen LLM prefill/decode tokens/s (fp32, bf16), peak RSS"),
+    "voice": ("duplex.bench.voice", "reference voice real-time factor and time to first audio"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks that print figures (and JSON)")
+    bsub = p.add_subparsers(dest="bench_name", required=True, metavar="NAME")
+    for name, (_, help_text) in BENCHES.items():
+        b = bsub.add_parser(name, help=help_text)
+        b.add_argument("--json", action="store_true", help="print one JSON object")
+        b.add_argument("--out", default=None, help="also write the JSON to this file")
+        b.add_argument("--repeats", type=int, default=None, help="repeats (medians are reported)")
+        add_config_args(b)
+        b.set_defaults(func=cmd_bench)
+
+
+def _print_table(result: dict, indent: str = "") -> None:
+    for key, value in result.items():
+        if isinstance(value, dict):
+            print(f"{indent}{key}:")
+            _print_table(value, indent + "  ")
+        elif isinstance(value, float):
+            print(f"{indent}{key:<24} {value:.3f}")
+        else:
+            print(f"{indent}{key:<24} {value}")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    module_name, _ = BENCHES[args.bench_name]
+    module = importlib.import_module(module_name)
+    kwargs = {} if args.repeats is None else {"repeats": args.repeats}
+    result = module.run(config_from_args(args), **kwargs)
+    result = {"bench": args.bench_name, **result}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    if args.json:
+        print_json(result)
+    else:
+        _print_table(result)
+    return 0

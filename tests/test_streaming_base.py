@@ -1,0 +1,76 @@
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from agent.streaming import StreamingModule, StreamingState
+
+
+@dataclass
+class _CounterState(StreamingState):
+    count: torch.Tensor
+
+    def reset(self, mask: torch.Tensor) -> None:
+        self.count[mask] = 0
+
+
+class _Counter(StreamingModule[_CounterState]):
+    """Adds how many steps each row has seen so far to its input."""
+
+    def _init_streaming_state(self, batch_size: int) -> _CounterState:
+        return _CounterState(batch_size=batch_size, count=torch.zeros(batch_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        st = self.streaming_state
+        st.count += 1
+        return x + st.count
+
+
+class _Pair(StreamingModule[_CounterState]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = _Counter(), _Counter()
+
+    def _init_streaming_state(self, batch_size: int) -> _CounterState:
+        return _CounterState(batch_size=batch_size, count=torch.zeros(batch_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x))
+
+
+def test_state_exists_only_inside_context():
+    m = _Pair()
+    with pytest.raises(RuntimeError, match="not streaming"):
+        m(torch.zeros(2))
+    with m.streaming(2):
+        assert m.a.is_streaming and m.b.is_streaming
+        assert torch.equal(m(torch.zeros(2)), torch.full((2,), 2.0))
+        with pytest.raises(RuntimeError, match="already streaming"):
+            with m.streaming(2):
+                pass
+    assert not m.a.is_streaming and not m.b.is_streaming
+
+
+def test_reset_is_per_row():
+    m = _Pair()
+    with m.streaming(3):
+        m(torch.zeros(3))
+        m(torch.zeros(3))
+        m.reset_streaming(torch.tensor([False, True, False]))
+        out = m(torch.zeros(3))
+    # rows 0 and 2 are at step 3 in both counters; row 1 restarted at step 1.
+    assert out.tolist() == [6.0, 2.0, 6.0]
+
+
+def test_states_can_be_parked_and_swapped():
+    m = _Counter()
+    s1, s2 = m.new_streaming_state(1), m.new_streaming_state(1)
+    m.set_streaming_state(s1)
+    m(torch.zeros(1))
+    m(torch.zeros(1))
+    m.set_streaming_state(s2)
+    assert m(torch.zeros(1)).item() == 1.0  # session 2 unaffected by session 1
+    m.set_streaming_state(s1)
+    assert m(torch.zeros(1)).item() == 3.0
+    m.set_streaming_state(None)
+    assert not m.is_streaming
