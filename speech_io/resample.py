@@ -16,13 +16,20 @@ from __future__ import annotations
 from math import gcd
 
 import numpy as np
-from scipy.signal import firwin
 
 from speech_io.frames import AudioFrame
 
 _STRIDED_MAX_UP = 8
 """Up to this upsampling factor, compute per filter phase with strided matmuls (faster);
 above it (e.g. 22.05 kHz <-> 48 kHz, up = 320 or 147), gather all taps at once."""
+
+
+def _kaiser_lowpass(numtaps: int, cutoff: float, beta: float = 5.0) -> np.ndarray:
+    """``scipy.signal.firwin(numtaps, cutoff, window=("kaiser", beta))`` in plain numpy
+    (windowed sinc, unit DC gain): importing scipy.signal costs over a second at start-up."""
+    m = np.arange(numtaps) - (numtaps - 1) / 2
+    h = cutoff * np.sinc(cutoff * m) * np.kaiser(numtaps, beta)
+    return h / h.sum()
 
 
 def _design(up: int, down: int) -> tuple[np.ndarray, int]:
@@ -33,7 +40,7 @@ def _design(up: int, down: int) -> tuple[np.ndarray, int]:
     """
     max_rate = max(up, down)
     half_len = 10 * max_rate
-    h = firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * up
+    h = _kaiser_lowpass(2 * half_len + 1, 1.0 / max_rate) * up
     n_pre_pad = down - half_len % down
     delay = (half_len + n_pre_pad) // down
     h = np.concatenate([np.zeros(n_pre_pad), h])

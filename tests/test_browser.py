@@ -17,6 +17,7 @@ import signal
 import time
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -30,7 +31,6 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ECHO_DELAY_S = 0.4
-PAGE_OPTS = os.environ.get("PAGE_OPTS", "")
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -173,8 +173,12 @@ def test_browser_call_vad_timing_echo_energy_and_events(fake_mic, tmp_path):
 
     async def main():
         async with serving() as (server, factory, url), chromium(wav, tmp_path / "profile") as ctx:
+            async with aiohttp.ClientSession() as http:  # bad input first: the server must shrug it off
+                for kwargs in ({"data": "x"}, {"json": {"type": "offer", "sdp": "v=0\r\n"}}):
+                    async with http.post(f"{url}/offer", **kwargs) as resp:
+                        assert resp.status in (400, 415) and "error" in await resp.json()
             page = ctx.pages[0] if ctx.pages else await ctx.new_page()
-            await page.goto(f"{url}/?autostart=1{PAGE_OPTS}")
+            await page.goto(f"{url}/?autostart=1")
             await page.wait_for_function("window.duplex.state === 'connected'", timeout=20000)
             connected_at = time.monotonic()
             await asyncio.sleep(call_s)

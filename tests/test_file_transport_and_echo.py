@@ -163,3 +163,19 @@ def test_agent_breaking_the_frame_contract_gets_a_clear_error(tmp_path):
     write_wav(tmp_path / "in.wav", np.zeros(3200, np.float32), 16000)
     with pytest.raises(ValueError, match="the interface wants 20 ms mono at 24000 Hz"):
         asyncio.run(run_file(_WrongSizeFactory(), tmp_path / "in.wav", tmp_path / "out.wav", VirtualClock()))
+
+
+@pytest.mark.parametrize("out_rate", [22050, 16000, 48000])
+def test_file_transport_other_agent_output_rates(tmp_path, out_rate):
+    """Agents at the Piper voice's 22.05 kHz (or others) go through the same paths."""
+    rate = 44100
+    t = np.arange(rate) / rate
+    audio = (0.3 * np.sin(2 * np.pi * 330 * t) * ((t % 0.5) < 0.15)).astype(np.float32)  # synthetic
+    write_wav(tmp_path / "in.wav", audio, rate)
+    result = asyncio.run(
+        run_file(EchoAgentFactory(0.1, output_rate=out_rate), tmp_path / "in.wav", tmp_path / "out.wav", VirtualClock())
+    )
+    stereo, got_rate = read_wav(result.output, mono=False)
+    assert got_rate == out_rate and result.output_stats.underruns == 0
+    lag, peak = _lag_s(stereo[:, 0], stereo[:, 1], out_rate)
+    assert 0.12 <= lag <= 0.1225 and peak > 0.98

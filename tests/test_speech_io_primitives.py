@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 from speech_io.frames import AudioFrame, Framer, frame_samples
-from speech_io.resample import AudioConverter, StreamingResampler, convert_channels
+from speech_io.resample import AudioConverter, StreamingResampler, _kaiser_lowpass, convert_channels
 from speech_io.ringbuffer import RingBuffer
 
 RATE_PAIRS = [(48000, 16000), (16000, 48000), (16000, 22050), (22050, 48000), (16000, 24000), (24000, 48000), (44100, 16000)]
@@ -59,6 +59,11 @@ def test_framer_cuts_exact_frames_with_continuous_timestamps(rate):
     last = framer.flush()
     assert last is not None and last.num_samples == size
     np.testing.assert_array_equal(last.samples[: len(x) - len(frames) * size, 0], x[len(frames) * size :])
+
+
+def test_filter_design_matches_scipy_firwin():
+    for taps, cutoff in ((61, 1 / 3), (8821, 1 / 441), (6401, 1 / 320)):
+        np.testing.assert_allclose(_kaiser_lowpass(taps, cutoff), firwin(taps, cutoff, window=("kaiser", 5.0)), atol=1e-12)
 
 
 @pytest.mark.parametrize(("src", "dst"), RATE_PAIRS)

@@ -12,16 +12,17 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from configs.schema import TransportConfig, VadConfig
-from speech_io.echo import EchoAgentFactory
+from speech_io.echo import EchoAgentFactory, EchoSession
+from speech_io.frames import AudioFrame
 from speech_io.wav import resample
 from speech_io.webrtc.client import LoopbackClient
 from speech_io.webrtc.server import WebRtcServer, audio_sections, ice_servers
 
 
 @contextlib.asynccontextmanager
-async def serving(**overrides):
+async def serving(factory=None, **overrides):
     cfg = dataclasses.replace(TransportConfig(), **overrides)
-    server = WebRtcServer(EchoAgentFactory(0.3), cfg, VadConfig())
+    server = WebRtcServer(factory or EchoAgentFactory(0.3), cfg, VadConfig())
     runner, port = await server.start("127.0.0.1", 0)
     try:
         yield server, f"http://127.0.0.1:{port}"
@@ -209,3 +210,28 @@ def test_ice_server_specs_and_sdp_audio_sections():
     sdp = "v=0\r\nm=audio 9 X 111\r\na=recvonly\r\nm=audio 0 X 111\r\nm=audio 9 X 111\r\nm=video 9 X 96\r\n"
     assert audio_sections(sdp) == ["recvonly", "sendrecv"]
     assert TransportConfig().ice_servers == [] and TransportConfig().host == "127.0.0.1"
+
+
+class _BrokenSession(EchoSession):
+    def pop_output_frame(self):
+        return AudioFrame.silence(self.output_rate, 7)  # not 20 ms: breaks the interface
+
+
+class _BrokenFactory:
+    async def create_session(self, session_id, clock):
+        return _BrokenSession(session_id, clock)
+
+
+def test_an_agent_breaking_the_interface_ends_its_call_with_an_error_event():
+    async def main():
+        async with serving(_BrokenFactory()) as (server, url), aiohttp.ClientSession() as http:
+            client = LoopbackClient(url, np.zeros(48000, np.float32))
+            await client.connect(http)
+            released = await _wait_for(lambda: not server.sessions, 3.0)
+            await asyncio.sleep(0.1)
+            await client.close()
+            return released, server.closed_sessions[-1][1], client.events_of("error")
+
+    released, reason, errors = asyncio.run(main())
+    assert released and reason.startswith("agent error") and "the interface wants 20 ms" in reason
+    assert errors and "agent error" in errors[0]["message"]

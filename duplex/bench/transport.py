@@ -104,15 +104,15 @@ async def _cpu_run(cfg: AgentConfig, sessions: int, duration_s: float) -> dict:
 
     args = ["--max-sessions", str(sessions + 2), "--echo-delay-ms", str(1000 * ECHO_DELAY_S)]
     async with ServerProcess(args) as server:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
         a, t_a = proc_stat(server.pid), time.monotonic()
-        await asyncio.sleep(3.0)
+        await asyncio.sleep(2.0)
         b, t_b = proc_stat(server.pid), time.monotonic()
         idle_pct = 100.0 * (b.cpu_s - a.cpu_s) / (t_b - t_a)
         async with aiohttp.ClientSession() as http:
             clients = [LoopbackClient(server.url, burst_signal(BURST_PERIOD_S)) for _ in range(sessions)]
             await asyncio.gather(*(c.connect(http) for c in clients))
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
             a, t_a = proc_stat(server.pid), time.monotonic()
             await asyncio.sleep(duration_s)
             b, t_b = proc_stat(server.pid), time.monotonic()

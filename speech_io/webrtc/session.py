@@ -55,7 +55,7 @@ class WebRtcSession:
         self.last_rx = self.created
         self.input = InputPipeline(agent, detector, publish=self.send_event)
         self.output = OutputPipeline(agent, WEBRTC_RATE, 1)
-        self.track = AgentAudioTrack(self.output, clock)
+        self.track = AgentAudioTrack(self.output, clock, on_error=self._agent_failed)
         self._channel: Any = None
         self._pending_events: deque[str] = deque(maxlen=256)
         self._controls: asyncio.Queue[Event] = asyncio.Queue(maxsize=64)
@@ -70,6 +70,7 @@ class WebRtcSession:
         self.rx_times: list[tuple[int, float]] | None = None
         """When set to a list, (pts, clock time) of each received frame (benchmarks)."""
         self._last_arrival: float | None = None
+        self._window_max_interarrival_s = 0.0
 
     # -- wiring (called by the server while negotiating) -------------------------------------
 
@@ -109,9 +110,15 @@ class WebRtcSession:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
+    def _agent_failed(self, exc: Exception) -> None:
+        log.error("session %s: agent output failed: %r", self.id, exc)
+        self.send_event(error_event(f"agent error: {exc}"))
+        self.request_close(f"agent error: {exc}")
+
     def _task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None and not self._closing:
             log.error("session %s: task %s failed: %r", self.id, task.get_name(), task.exception())
+            self.send_event(error_event(f"internal error in {task.get_name()}: {task.exception()}"))
             self.request_close(f"internal error in {task.get_name()}")
 
     # -- events to the page ------------------------------------------------------------------
@@ -160,7 +167,9 @@ class WebRtcSession:
                 return
             now = self.clock.now()
             if self._last_arrival is not None:
-                self.rx_max_interarrival_s = max(self.rx_max_interarrival_s, now - self._last_arrival)
+                wait = now - self._last_arrival
+                self.rx_max_interarrival_s = max(self.rx_max_interarrival_s, wait)
+                self._window_max_interarrival_s = max(self._window_max_interarrival_s, wait)
             self._last_arrival = now
             self.last_rx = now
             self.rx_frames += 1
@@ -193,6 +202,7 @@ class WebRtcSession:
             if now >= next_stats:
                 next_stats += self.stats_interval_s
                 self.send_event(self.stats())
+                self._window_max_interarrival_s = 0.0
         await self.close(self.close_reason or "closed")
 
     def stats(self) -> Event:
@@ -202,6 +212,7 @@ class WebRtcSession:
             "t": round(self.clock.now() - self.created, 3),
             "rx_frames": self.rx_frames,
             "rx_max_interarrival_ms": round(1000 * self.rx_max_interarrival_s, 1),
+            "rx_max_interarrival_ms_window": round(1000 * self._window_max_interarrival_s, 1),
             "rx_gaps": s.gaps,
             "rx_max_gap_ms": round(1000 * s.max_gap_s, 1),
             "tx_frames": self.track.frames_sent,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fractions
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -49,8 +50,15 @@ class AgentAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, output: OutputPipeline, clock: Clock, max_lag_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        output: OutputPipeline,
+        clock: Clock,
+        max_lag_s: float = 0.2,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
         super().__init__()
+        self._on_error = on_error
         if output.rate != WEBRTC_RATE:
             raise ValueError(f"the outgoing track runs at {WEBRTC_RATE} Hz, got an output pipeline at {output.rate}")
         self._output = output
@@ -82,7 +90,13 @@ class AgentAudioTrack(MediaStreamTrack):
         sent_at = self._clock.now()
         self.max_late_s = max(self.max_late_s, sent_at - due)
         pts = self._tick * self._output.size
-        frame = self._output.next_frame(self._tick * TICK_S)
+        try:
+            frame = self._output.next_frame(self._tick * TICK_S)
+        except Exception as exc:
+            # aiortc's sender would log and silently stop sending: make it the session's problem.
+            if self._on_error is not None:
+                self._on_error(exc)
+            raise MediaStreamError from exc
         self._tick += 1
         self.frames_sent += 1
         if self.send_times is not None:
