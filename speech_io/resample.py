@@ -131,8 +131,11 @@ class StreamingResampler:
         phase and read inputs ``down`` apart, so each phase is one strided matmul (no gather)."""
         n = m_end - self._m
         y = np.empty((n, self.channels), dtype=np.float64)
-        # windows[i] = buf[i : i + Q] (a view); output m reads buf[kmax - Q + 1 : kmax + 1] reversed.
-        windows = np.lib.stride_tricks.sliding_window_view(buf, self._taps, axis=0)  # (B-Q+1, C, Q)
+        # windows[i] = buf[i : i + Q] as a (C, Q) view; output m reads buf[kmax - Q + 1 : kmax + 1]
+        # reversed. as_strided directly: sliding_window_view's checks cost more than the matmuls.
+        rows_n, chans = buf.shape[0] - self._taps + 1, buf.shape[1]
+        s0, s1 = buf.strides
+        windows = np.lib.stride_tricks.as_strided(buf, (rows_n, chans, self._taps), (s0, s1, s0), writeable=False)
         for r in range(min(self.up, n)):
             m0 = self._m + r
             j0 = m0 * self.down
