@@ -9,11 +9,13 @@ frame it sent. Times are ``Clock.now()`` (monotonic), comparable across processe
 from __future__ import annotations
 
 import asyncio
+import fractions
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -24,18 +26,45 @@ from speech_io.webrtc.jitter import install_jitter_buffer, make_jitter_buffer
 from speech_io.webrtc.tracks import TICK_S, WEBRTC_RATE, from_av, to_av
 
 
+def encode_opus_frames(signal: np.ndarray) -> list[bytes]:
+    """``signal`` (48 kHz mono float) as Opus packets of 20 ms, encoded once, the way aiortc's
+    encoder would (stereo, 96 kbit/s, VoIP mode)."""
+    import av
+
+    codec = av.CodecContext.create("libopus", "w")
+    codec.bit_rate = 96000
+    codec.format = "s16"
+    codec.layout = "stereo"
+    codec.options = {"application": "voip"}
+    codec.sample_rate = WEBRTC_RATE
+    size = int(WEBRTC_RATE * TICK_S)
+    n = len(signal) // size
+    packets: list[bytes] = []
+    for i in range(n):
+        mono = signal[i * size : (i + 1) * size].reshape(-1, 1)
+        stereo = AudioFrame(np.repeat(mono.astype(np.float32), 2, axis=1), WEBRTC_RATE)
+        packets += [bytes(p) for p in codec.encode(to_av(stereo, i * size))]
+    packets += [bytes(p) for p in codec.encode(None)]
+    return packets[:n]
+
+
 class SignalTrack(MediaStreamTrack):
-    """A microphone that plays ``signal`` (48 kHz mono float) in a loop, in real time."""
+    """A microphone that plays ``signal`` (48 kHz mono float) in a loop, in real time.
+
+    ``preencoded=True`` encodes the loop to Opus once and sends the packets (load tests: many
+    peers in one process would otherwise spend their CPU encoding the same audio again).
+    """
 
     kind = "audio"
 
-    def __init__(self, signal: np.ndarray, clock: Clock) -> None:
+    def __init__(self, signal: np.ndarray, clock: Clock, preencoded: bool = False) -> None:
         super().__init__()
         self._signal = np.asarray(signal, dtype=np.float32)
         self._size = int(WEBRTC_RATE * TICK_S)
         self._clock = clock
         self._t0: float | None = None
         self._tick = 0
+        self._packets = encode_opus_frames(self._signal) if preencoded else None
         self.send_times: list[tuple[int, float]] = []
 
     async def recv(self) -> Any:
@@ -44,12 +73,17 @@ class SignalTrack(MediaStreamTrack):
         if self._t0 is None:
             self._t0 = self._clock.now()
         await self._clock.sleep_until(self._t0 + self._tick * TICK_S)
-        n = len(self._signal)
-        start = (self._tick * self._size) % n
-        idx = (start + np.arange(self._size)) % n
         pts = self._tick * self._size
+        tick = self._tick
         self._tick += 1
         self.send_times.append((pts, self._clock.now()))
+        if self._packets is not None:
+            packet = av.Packet(self._packets[tick % len(self._packets)])
+            packet.pts = pts
+            packet.time_base = fractions.Fraction(1, WEBRTC_RATE)
+            return packet
+        n = len(self._signal)
+        idx = (tick * self._size + np.arange(self._size)) % n
         return to_av(AudioFrame(self._signal[idx].reshape(-1, 1), WEBRTC_RATE, pts / WEBRTC_RATE), pts)
 
 
@@ -72,10 +106,11 @@ class LoopbackClient:
         jitter_prefetch: int = 0,
         jitter_slack: int = 2,
         keep_samples: bool = False,
+        preencoded: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.clock = clock or RealClock()
-        self.track = SignalTrack(signal, self.clock)
+        self.track = SignalTrack(signal, self.clock, preencoded)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.channel = self.pc.createDataChannel("events")
         self.events: list[tuple[float, dict]] = []
