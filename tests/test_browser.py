@@ -246,8 +246,9 @@ def test_browser_call_vad_timing_echo_energy_and_events(fake_mic, tmp_path):
     corrs = [np.corrcoef(mic_db[: n - lag], rem_db[lag:])[0, 1] for lag in lags]
     lag = int(np.argmax(corrs))
     # Chrome's adaptive jitter buffer (NetEq) stretches time a little, so one lag fits the
-    # whole call only approximately; unrelated envelopes would give r near 0.
-    assert corrs[lag] > 0.7, f"the echo's envelope does not follow the mic (r={corrs[lag]:.2f})"
+    # whole call only approximately (r = 0.76-0.92 measured on a loaded 2-core machine);
+    # unrelated envelopes give r near 0. The placement checks below allow +-50 ms.
+    assert corrs[lag] > 0.6, f"the echo's envelope does not follow the mic (r={corrs[lag]:.2f})"
     round_trip_s = lag * 0.01
     assert ECHO_DELAY_S <= round_trip_s <= ECHO_DELAY_S + 0.5, round_trip_s
     loud = mic_db[: n - lag] > mic_db.max() - 25
