@@ -3,8 +3,8 @@
 Latency (server in this process, one aiortc client peer, echo agent): every 20 ms frame the
 client hands to its Opus encoder is matched by media time (pts) to the moment the server's
 input pipeline receives it decoded (``inbound``: encode, SRTP, UDP loopback, the server's
-jitter buffer, decode), and every frame the server's track hands to its encoder to the moment
-the client gets it decoded (``outbound``, client jitter buffer set the same way). Both sides
+jitter buffer, decode), and every frame the server's track takes from the agent (and encodes)
+to the moment the client gets it decoded (``outbound``, client jitter buffer set the same way). Both sides
 run first with aiortc's own audio jitter buffer (prefetch 4), then with the shipped setting.
 The headline ``one_way_ms_p50/p90`` is inbound with the shipped setting: user audio reaching
 the agent. A content check (tone-burst onsets through the echo agent) gives the audio round
