@@ -3,7 +3,8 @@
 It stands in for the duplex runtime behind :mod:`speech_io.agent_interface`, so the transports
 can be finished and measured first. It converts the user's 16 kHz audio to its own output rate
 (24 kHz by default, so the output path resamples like a real TTS voice would), holds each frame
-until ``delay_s`` after it arrived, and reports its state (speaking while it replays speech),
+until ``delay_s`` after its capture time (media time, anchored to the clock by the first frame),
+and reports its state (speaking while it replays speech),
 the delay it actually added, and a text line per echoed utterance.
 """
 
@@ -39,6 +40,9 @@ class EchoSession:
         # (release time, frame): at most delay/20 ms + slack frames are ever waiting; the deque
         # bound only matters if the transport stops popping (then old audio is dropped).
         self._pending: deque[tuple[float, AudioFrame]] = deque(maxlen=int(self.delay_s / 0.02) + 50)
+        # Clock time of media time 0, fixed by the first frame: releases follow the capture
+        # timeline, so jitter in when frames reach the agent does not move the echo.
+        self._anchor: float | None = None
         self._events = EventStream()
         self._state: AgentState = "listening"
         self._speech_s = 0.0
@@ -50,12 +54,13 @@ class EchoSession:
     async def push_audio(self, frame: AudioFrame) -> None:
         if self._closed:
             return
-        arrived = self._clock.now()
+        if self._anchor is None:
+            self._anchor = self._clock.now() - frame.timestamp
         out = self._converter.convert(frame)
         if out is None:
             return
         for f in self._framer.push(out):
-            self._pending.append((arrived + self.delay_s, f.with_speech(frame.speech)))
+            self._pending.append((self._anchor + frame.timestamp + self.delay_s, f.with_speech(frame.speech)))
 
     def pop_output_frame(self) -> AudioFrame | None:
         # Release on the tick nearest the due time: the transport's ticks are 20 ms apart and
@@ -68,7 +73,7 @@ class EchoSession:
         state: AgentState = "speaking" if frame.speech else "listening"
         if state != self._state:
             if state == "speaking":
-                # Delay actually added = release - arrival; the tick grid adds up to 20 ms.
+                # Delay actually added after capture time; the tick grid adds up to +-10 ms.
                 self._events.publish(latency_event("echo_delay", 1000 * (now - release_at + self.delay_s), t))
             elif self._speech_s > 0:
                 self._events.publish(text_event("agent", f"(echoed {self._speech_s:.2f} s of speech)", True, t))

@@ -268,9 +268,11 @@ def test_browser_call_vad_timing_echo_energy_and_events(fake_mic, tmp_path):
     states = [e["state"] for e in page["events"] if e["type"] == "state"]
     assert "speaking" in states and "listening" in states
     vad_page = [e for e in page["events"] if e["type"] == "vad" and e["event"] == "speech_end" and e["segment"]]
-    assert [(v["segment"]["start"], v["segment"]["end"]) for v in vad_page] == [
-        (round(s.start, 4), round(s.end, 4)) for s in segments
-    ]
+    on_page = [(v["segment"]["start"], v["segment"]["end"]) for v in vad_page]
+    on_server = [(round(s.start, 4), round(s.end, 4)) for s in segments]
+    # The two snapshots are taken a moment apart: one segment may be in flight.
+    n = min(len(on_page), len(on_server))
+    assert on_page[:n] == on_server[:n] and abs(len(on_page) - len(on_server)) <= 1 and n >= len(truth)
     assert page["rtt"] and max(page["rtt"]) < 200
     assert released, "hanging up in the page did not free the session"
     print(
