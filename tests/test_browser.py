@@ -308,3 +308,4 @@ def test_killing_the_browser_mid_call_frees_the_session(fake_mic, tmp_path):
     assert waited <= 2.0 + 1.5
     assert closed[-1][1] in ("no media for 2 s", "connection failed", "connection closed", "remote track ended")
     assert agents[0]._closed  # the agent session was closed too
+    print(f"\nkilled browser: session released {waited:.2f} s after SIGKILL ({closed[-1][1]})")
