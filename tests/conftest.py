@@ -87,3 +87,29 @@ def judge(default_cfg):
     from agent.judge import WhisperJudge
 
     return WhisperJudge(default_cfg.judge)
+
+
+@pytest.fixture(scope="session")
+def speech_sample(voice):
+    """Synthetic speech with known timing: three Piper utterances placed on silence.
+
+    Returns ``(audio float32 (T,), rate, truth)`` with ``truth`` a list of (start, end) seconds
+    per utterance, from the clean signal's 10 ms energy (above -40 dB from its peak). Seeded,
+    so the audio is the same on every run.
+    """
+    import numpy as np
+
+    rate = voice.sample_rate
+    sentences = ("Hello there how are you today.", "I would like a cup of tea please.", "Thanks that sounds great.")
+    gaps = (0.8, 1.3, 1.1, 1.2)
+    parts, truth = [np.zeros(int(gaps[0] * rate), np.float32)], []
+    pos = len(parts[0])
+    for text, gap in zip(sentences, gaps[1:], strict=True):
+        audio = voice.synthesize(text, seed=len(truth))
+        hop = rate // 100
+        energy = np.array([np.sqrt(np.mean(audio[i : i + hop] ** 2)) for i in range(0, len(audio) - hop, hop)])
+        active = np.flatnonzero(20 * np.log10(energy + 1e-9) > 20 * np.log10(energy.max()) - 40)
+        truth.append(((pos + active[0] * hop) / rate, (pos + (active[-1] + 1) * hop) / rate))
+        parts += [audio, np.zeros(int(gap * rate), np.float32)]
+        pos += len(audio) + int(gap * rate)
+    return np.concatenate(parts), rate, truth

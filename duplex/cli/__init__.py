@@ -11,15 +11,24 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from duplex.cli import assets_cmd, bench_cmd, config_cmd, llm_cmd, voice_cmd
+from duplex.cli import (
+    assets_cmd,
+    bench_cmd,
+    config_cmd,
+    llm_cmd,
+    run_cmd,
+    serve_cmd,
+    talk_cmd,
+    voice_cmd,
+)
 
-COMMAND_MODULES = (assets_cmd, config_cmd, voice_cmd, llm_cmd, bench_cmd)
+COMMAND_MODULES = (assets_cmd, config_cmd, voice_cmd, llm_cmd, serve_cmd, talk_cmd, run_cmd, bench_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="duplex-agent",
-        description="Full-duplex spoken dialogue agent: assets, voice, LLM, benchmarks.",
+        description="Full-duplex spoken dialogue agent: serve/talk/run, assets, voice, LLM, benchmarks.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
@@ -31,9 +40,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from agent.assets import AssetError
     from agent.phonemize import PhonemizerError
     from configs import ConfigError
+    from speech_io.local_audio import NoAudioDevice
     from speech_io.wav import AudioFormatError
 
-    return (AssetError, ConfigError, PhonemizerError, AudioFormatError, FileNotFoundError)
+    return (AssetError, ConfigError, PhonemizerError, AudioFormatError, FileNotFoundError, NoAudioDevice)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

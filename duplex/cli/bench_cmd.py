@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 from pathlib import Path
 
+import yaml
+
+from configs import ConfigError
 from duplex.cli.common import add_config_args, config_from_args, print_json
 
 # name -> (module with `run(cfg, **kw) -> dict`, help). Later parts of the agent add theirs here.
 BENCHES: dict[str, tuple[str, str]] = {
     "llm": ("duplex.bench.llm", "frozen LLM prefill/decode tokens/s (fp32, bf16), peak RSS"),
     "voice": ("duplex.bench.voice", "reference voice real-time factor and time to first audio"),
+    "transport": ("duplex.bench.transport", "WebRTC one-way latency (aiortc default vs tuned jitter buffer), CPU/session"),
+    "soak": ("duplex.bench.soak", "N concurrent WebRTC echo sessions for a while: errors, frame gaps, RSS growth"),
 }
 
 
@@ -24,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         b.add_argument("--json", action="store_true", help="print one JSON object")
         b.add_argument("--out", default=None, help="also write the JSON to this file")
         b.add_argument("--repeats", type=int, default=None, help="repeats (medians are reported)")
+        b.add_argument(
+            "--param", action="append", default=[], metavar="KEY=VALUE",
+            help="extra keyword for the benchmark's run(), e.g. --param sessions=10 (repeatable)",
+        )
         add_config_args(b)
         b.set_defaults(func=cmd_bench)
 
@@ -43,6 +53,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     module_name, _ = BENCHES[args.bench_name]
     module = importlib.import_module(module_name)
     kwargs = {} if args.repeats is None else {"repeats": args.repeats}
+    for item in args.param:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"--param {item!r} must look like key=value")
+        kwargs[key] = yaml.safe_load(raw)
+    known = [p for p in inspect.signature(module.run).parameters if p != "cfg"]
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise ConfigError(f"bench {args.bench_name} has no parameter {', '.join(unknown)}; it takes {', '.join(known)}")
     result = module.run(config_from_args(args), **kwargs)
     result = {"bench": args.bench_name, **result}
     if args.out:
