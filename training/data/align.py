@@ -120,8 +120,18 @@ def align_words(audio: np.ndarray, sample_rate: int, word_audios: list[np.ndarra
     if not word_audios:
         return []
     full = log_mel(audio, sample_rate)
-    pieces = [log_mel(w, sample_rate) if len(w) else np.zeros((1, full.shape[1])) for w in word_audios]
-    bounds = np.cumsum([0] + [len(p) for p in pieces])
+    # Between the isolated words sit a few frames of silence, so a pause in the sentence (at a
+    # comma) has somewhere to go instead of stretching the neighbouring words.
+    gap = log_mel(np.zeros(int(0.08 * sample_rate), np.float32), sample_rate)[:6]
+    pieces, bounds, pos = [], [], 0
+    for k, w in enumerate(word_audios):
+        if k:
+            pieces.append(gap)
+            pos += len(gap)
+        m = log_mel(w, sample_rate) if len(w) else np.zeros((1, full.shape[1]))
+        bounds.append((pos, pos + len(m)))
+        pieces.append(m)
+        pos += len(m)
     ref = np.concatenate(pieces)
     # Per-utterance mean normalisation of both sides, then Euclidean frame distance.
     a = full - full.mean(axis=0)
@@ -132,7 +142,7 @@ def align_words(audio: np.ndarray, sample_rate: int, word_audios: list[np.ndarra
     n = len(full)
     spans = []
     for w in range(len(word_audios)):
-        sel = pi[(pj >= bounds[w]) & (pj < bounds[w + 1])]
+        sel = pi[(pj >= bounds[w][0]) & (pj < bounds[w][1])]
         lo, hi = (int(sel.min()), int(sel.max()) + 1) if sel.size else (0, 0)
         spans.append((lo, min(hi, n)))
     # Snap to energy: a word does not start or end in silence (pauses at commas stay outside words).
