@@ -264,8 +264,12 @@ class Dialogue(Record):
         self.segments = [s if isinstance(s, Segment) else Segment.from_json(s) for s in self.segments]
 
     def load_audio(self, rate: int | None = None) -> np.ndarray:
-        """(T, 2) float32: [:, 0] user, [:, 1] agent."""
-        return load_audio_file(self.path(self.audio), rate, mono=False)[0]
+        """(T, 2) float32: [:, 0] user, [:, 1] agent (imported files may store them the other way
+        round; ``extra["channel_order"]`` says so and they are swapped here)."""
+        audio = load_audio_file(self.path(self.audio), rate, mono=False)[0]
+        if self.extra.get("channel_order") == ["agent", "user"]:
+            audio = audio[:, ::-1]
+        return np.ascontiguousarray(audio)
 
     def label_array(self) -> np.ndarray:
         from training.data.labels import labels_from_string
