@@ -117,8 +117,6 @@ class DataConfig:
     """Probability of a cough/noise burst per turn (stage 3)."""
     background_prob: float = 0.12
     """Probability of background speech per turn (stage 3)."""
-    heldout_voice_fraction: float = 0.25
-    """Share of user voices kept out of training (they speak only the test split)."""
     val_text_fraction: float = 0.05
     """Share of text (conversations, questions, sentences) in the val split."""
     test_text_fraction: float = 0.07
