@@ -81,7 +81,7 @@ class DataConfig:
     """Stage-2 dialogues: timed two-channel, natural gaps and mid-turn pauses, no overlap."""
     overlap_dialogues: int = 520
     """Stage-3 dialogues: overlaps, backchannels, barge-ins, side talk, noise, background speech."""
-    dialogue_seconds: float = 45.0
+    dialogue_seconds: float = 50.0
     """Target length of one dialogue (turns are added until it is reached)."""
     emotion_texts: int = 300
     """Texts rendered in all five emotions by the agent voice."""
