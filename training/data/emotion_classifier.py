@@ -150,7 +150,7 @@ def train(root: str | os.PathLike[str], weights: str | os.PathLike[str], epochs:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     acc_a, _ = _confusion(model, xa, ya)
     acc_b, conf = _confusion(model, xb, yb) if len(yb) else (float("nan"), [])
     result = {"accuracy_train_voices": round(acc_a, 4), "accuracy_heldout_voices": round(acc_b, 4),

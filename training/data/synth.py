@@ -92,7 +92,9 @@ def text_pools(cfg: AgentConfig) -> TextPools:
     for c in chatterbot_conversations():
         sp = text_split(c.id, d.val_text_fraction, d.test_text_fraction)
         conv[sp].append((c.id, c.lines))
-        lines[sp] += [(f"{c.id}#{j}", line) for j, line in enumerate(c.lines) if len(line.split()) >= 2]
+        # Single utterances are whole sentences (>= 3 words), as in TTS/ASR corpora; dialogues keep
+        # the short lines ("Hi", "Tell me a joke").
+        lines[sp] += [(f"{c.id}#{j}", line) for j, line in enumerate(c.lines) if len(line.split()) >= 3]
     prompts: dict[str, list] = {s: [] for s in ("train", "val", "test")}
     for pid, q in all_questions():
         prompts[text_split(pid, d.val_text_fraction, d.test_text_fraction)].append((pid, q, None))
@@ -278,9 +280,12 @@ def run_job(ctx: WorkerContext, job: Job) -> tuple[str, float]:
     fn: Callable[[WorkerContext, Job], tuple[list[dict[str, Any]], float]] = {
         "answer": _job_answer, "utt": _job_utt, "qa": _job_qa, "dlg": _job_dialogue, "emo": _job_emotion,
     }[job.kind]
+    c0 = time.process_time()
     records, seconds = fn(ctx, job)
+    # cpu_s is for throughput accounting only; manifests never include it (they stay byte-stable).
     atomic_write_text(ctx.out / "items" / f"{job.id}.json", json.dumps(
-        {"job": job.id, "kind": job.kind, "records": records, "seconds": r6(seconds)}, sort_keys=True, indent=0))
+        {"job": job.id, "kind": job.kind, "records": records, "seconds": r6(seconds),
+         "cpu_s": round(time.process_time() - c0, 3)}, sort_keys=True, indent=0))
     return job.id, seconds
 
 
