@@ -149,7 +149,7 @@ def _safe(text_id: str) -> str:
 
 def plan_items(cfg: AgentConfig, seed: int, answers: dict[str, dict[str, Any]]) -> list[Job]:
     """Every audio job, given the LLM's answers (``answers[job_id] = {"text", "answer", ...}``)."""
-    from training.data.voices import AGENT_VOICE_ID, user_voices
+    from training.data.voices import AGENT_VOICE_ID, pitch_level, train_user_voices
 
     d = cfg.data
     pools = text_pools(cfg)
@@ -184,8 +184,10 @@ def plan_items(cfg: AgentConfig, seed: int, answers: dict[str, dict[str, Any]]) 
             plan = _dialogue_plan(rng, did, split, stage, item_seed(seed, did), pools, by_split[split], d.dialogue_seconds)
             jobs.append(Job(did, "dlg", plan.seed, {"plan": dataclasses.asdict(plan)}))
 
-    voices = list(user_voices())
-    chosen = sorted(_pick(rng, voices, min(d.emotion_other_voices, len(voices))), key=lambda v: (v.engine, v.id))
+    voices = list(train_user_voices())  # held-out user voices stay out of every training set
+    # Halves alternate along each engine's pitch ranking, so both span low to high voices (a
+    # classifier trained on low voices only would call every high voice "happy").
+    chosen = sorted(_pick(rng, voices, min(d.emotion_other_voices, len(voices))), key=lambda v: (v.engine, pitch_level(v), v.id))
     halves = {AGENT_VOICE_ID: "A"}
     for j, v in enumerate(chosen):
         halves[v.id] = "B" if j % 2 == 0 else "A"
