@@ -122,7 +122,9 @@ def cmd_emotion_classifier(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         print(f"accuracy on held-out voices (half B): {result['accuracy_heldout_voices']:.3f} "
-              f"({result['n_eval']} utterances); weights: {weights}")
+              f"({result['n_eval']} utterances, speaker-normalised); weights: {weights}")
+        if "accuracy_heldout_voices_without_speaker_norm" in result:
+            print(f"  (same recipe without speaker normalisation: {result['accuracy_heldout_voices_without_speaker_norm']:.3f})")
         print("confusion (rows = true " + ", ".join(result["emotions"]) + "):")
         for row in result["confusion"]:
             print("  " + " ".join(f"{x:5d}" for x in row))
