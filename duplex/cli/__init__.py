@@ -15,6 +15,7 @@ from duplex.cli import (
     assets_cmd,
     bench_cmd,
     config_cmd,
+    data_cmd,
     llm_cmd,
     run_cmd,
     serve_cmd,
@@ -22,7 +23,7 @@ from duplex.cli import (
     voice_cmd,
 )
 
-COMMAND_MODULES = (assets_cmd, config_cmd, voice_cmd, llm_cmd, serve_cmd, talk_cmd, run_cmd, bench_cmd)
+COMMAND_MODULES = (assets_cmd, config_cmd, voice_cmd, llm_cmd, serve_cmd, talk_cmd, run_cmd, data_cmd, bench_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
