@@ -99,6 +99,9 @@ class TransportConfig:
     """PEM private key for tls_cert (empty if the certificate file holds it)."""
     device_rate: int = 48000
     """Sample rate for local sounddevice mic/speaker streams."""
+
+
+@dataclass(kw_only=True)
 class DataConfig:
     """Synthetic spoken-dialogue data (training/data): how much, which voices, which timelines."""
 
