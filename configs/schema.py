@@ -56,6 +56,79 @@ class JudgeConfig:
 
 
 @dataclass(kw_only=True)
+class TTSConfig:
+    """The streaming unit-to-waveform decoder and its emotion plugins (agent/tts.py)."""
+
+    card: str = "tts-unit-decoder"
+    """Trained front end + upsampler: a card name, card YAML or a .safetensors file (decoder from the voice)."""
+    plugins: dict[str, str] = field(default_factory=lambda: {
+        "happy": "tts-emotion-happy", "sad": "tts-emotion-sad",
+        "angry": "tts-emotion-angry", "surprised": "tts-emotion-surprised",
+    })
+    """Emotion name -> plugin card (or .safetensors file); neutral is the decoder without plugin."""
+    emotion: str = "neutral"
+    """Emotion of utterances that do not ask for one."""
+    chunk_units: int = 4
+    """Units per streaming step (4 = 160 ms, the unit generator's chunk)."""
+    num_threads: int = 1
+    """torch threads for the decoder (0 keeps torch's default)."""
+
+
+@dataclass(kw_only=True)
+class TTSTrainConfig:
+    """Training of the unit decoder (training/tts_neutral.py) and its plugins (training/tts_emotion.py)."""
+
+    cache_dir: str = "~/.cache/duplex-agent/tts-train"
+    """Piper renderings, latents and units (reused across runs)."""
+    out_dir: str = "runs/tts"
+    """Checkpoints, loss curves and reports."""
+    units: str = "auto"
+    """Unit tokenizer: 'auto' (the project's units.card if it loads, else a TEMPORARY codebook), 'tmp', or a codebook path."""
+    render_seeds: int = 1
+    """Piper renderings (seeds) per text in the corpus."""
+    lookahead: int = 1
+    """Units of lookahead of a newly trained decoder."""
+    steps: int = 4000
+    """Optimizer steps of latent distillation."""
+    mel_steps: int = 600
+    """Further steps with the audio-domain mel loss through the frozen decoder."""
+    batch: int = 16
+    """Windows per step (latent stage)."""
+    window_units: int = 50
+    """Units per training window (latent stage; 50 = 2 s)."""
+    mel_batch: int = 4
+    """Windows per step (mel stage)."""
+    mel_window_units: int = 20
+    """Units per training window (mel stage; 20 = 0.8 s)."""
+    lr: float = 2e-3
+    """Peak learning rate (AdamW, warmup then cosine)."""
+    mel_weight: float = 1.0
+    """Weight of the mel loss (the latent L1 is kept beside it)."""
+    eval_items: int = 40
+    """Held-out items judged by Whisper at the end."""
+    emotion_data: str = "/work/data/default"
+    """Synthetic emotional corpus (manifests/emotions.jsonl) the plugins train on."""
+    emotion_scheme: str = "frontend+upsampler"
+    """Default LoRA positions of the plugins ('+'-joined frontend, upsampler, decoder, or 'all')."""
+    emotion_rank: int = 4
+    """Default LoRA rank of the plugins."""
+    emotion_steps: int = 300
+    """Optimizer steps per plugin."""
+    emotion_lr: float = 3e-3
+    """Learning rate of plugin training."""
+    emotion_batch: int = 4
+    """Windows per plugin step."""
+    emotion_window_units: int = 20
+    """Units per plugin training window."""
+    log_every: int = 50
+    """Steps between loss log lines."""
+    num_threads: int = 1
+    """torch threads for training (1 is fastest on a loaded 2-core machine)."""
+    seed: int = 0
+    """Seed of initialisation and batching."""
+
+
+@dataclass(kw_only=True)
 class AgentConfig:
     preset: str = "default"
     """Name of the preset this config was built from."""
@@ -67,3 +140,7 @@ class AgentConfig:
     """The reference Piper voice (teacher for data and decoder)."""
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     """The Whisper judge."""
+    tts: TTSConfig = field(default_factory=lambda: TTSConfig())
+    """The streaming unit decoder and its LoRA emotion plugins."""
+    tts_train: TTSTrainConfig = field(default_factory=lambda: TTSTrainConfig())
+    """Training of the unit decoder and its plugins."""
