@@ -257,3 +257,48 @@ class EmotionTTS:
 
     def reset_streaming(self, mask: torch.Tensor | None = None) -> None:
         self.tts.reset_streaming(mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Factory
+# ---------------------------------------------------------------------------------------------
+def weights_path(spec: str, role: str = "tts") -> Path:
+    """A card name, card YAML or .safetensors path -> the weights file (AssetError if missing)."""
+    from agent.assets import load_card, source_path
+
+    if spec.endswith(".safetensors"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            from agent.assets import AssetError
+
+            raise AssetError(f"weights file {path} not found")
+        return path
+    return source_path(load_card(spec, family="unit-tts", role=role))
+
+
+def load_emotion_tts(cfg, emotions: Sequence[str] | None = None) -> tuple[EmotionTTS, str]:
+    """The trained unit decoder (Piper decoder from the prepared voice) with its emotion plugins.
+
+    Returns the model (eval, neutral selected) and the identity of the units it was trained on.
+    ``emotions`` limits the plugins loaded (default: every plugin of ``cfg.tts.plugins``).
+    """
+    from agent.piper_torch import load_vits
+    from agent.tts import build_tts, load_tts_weights, read_tts_meta
+
+    tc = cfg.tts
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    path = weights_path(tc.card)
+    meta = read_tts_meta(path)
+    vits, _ = load_vits(cfg.voice)
+    tts = load_tts_weights(build_tts(meta.config, vits.dec), path).eval()
+    tts.requires_grad_(False)
+    model = EmotionTTS(tts)
+    for emotion in emotions if emotions is not None else list(tc.plugins):
+        if emotion == NEUTRAL:
+            continue
+        if emotion not in tc.plugins:
+            raise KeyError(f"no plugin configured for emotion {emotion!r}; configured: {', '.join(tc.plugins)}")
+        model.load_plugin(weights_path(tc.plugins[emotion], role="tts-emotion"), emotion)
+    model.set_emotion(tc.emotion if tc.emotion in model.plugins else NEUTRAL)
+    return model, meta.units

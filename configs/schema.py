@@ -88,11 +88,11 @@ class TTSTrainConfig:
     """Piper renderings (seeds) per text in the corpus."""
     lookahead: int = 1
     """Units of lookahead of a newly trained decoder."""
-    steps: int = 4000
+    steps: int = 2500
     """Optimizer steps of latent distillation."""
-    mel_steps: int = 600
+    mel_steps: int = 300
     """Further steps with the audio-domain mel loss through the frozen decoder."""
-    batch: int = 16
+    batch: int = 8
     """Windows per step (latent stage)."""
     window_units: int = 50
     """Units per training window (latent stage; 50 = 2 s)."""
@@ -106,19 +106,23 @@ class TTSTrainConfig:
     """Weight of the mel loss (the latent L1 is kept beside it)."""
     eval_items: int = 40
     """Held-out items judged by Whisper at the end."""
-    emotion_data: str = "/work/data/default"
-    """Synthetic emotional corpus (manifests/emotions.jsonl) the plugins train on."""
+    emotion_classifier: str = "/work/data/default/emotion_classifier.pt"
+    """The data issue's emotion classifier (judge of the plugins); if absent, the same classifier is trained on our targets."""
+    emotion_train_items: int = 240
+    """Neutral items resynthesised in every emotion for plugin training."""
+    emotion_test_items: int = 40
+    """Held-out (test-split) items resynthesised for evaluation."""
     emotion_scheme: str = "frontend+upsampler"
     """Default LoRA positions of the plugins ('+'-joined frontend, upsampler, decoder, or 'all')."""
     emotion_rank: int = 4
     """Default LoRA rank of the plugins."""
-    emotion_steps: int = 300
+    emotion_steps: int = 120
     """Optimizer steps per plugin."""
     emotion_lr: float = 3e-3
     """Learning rate of plugin training."""
-    emotion_batch: int = 4
+    emotion_batch: int = 3
     """Windows per plugin step."""
-    emotion_window_units: int = 20
+    emotion_window_units: int = 16
     """Units per plugin training window."""
     log_every: int = 50
     """Steps between loss log lines."""

@@ -214,3 +214,124 @@ def sample_windows(items: list[Item], batch: int, window: int, rng: np.random.Ge
         fmask[b, :k] = True
         audio[b, : k * HOP] = torch.from_numpy(it.audio[j0 * HOP : (j0 + k) * HOP])
     return Batch(units=units, lengths=lengths, offset=offset, latents=lat, frame_mask=fmask, audio=audio)
+
+
+# ---------------------------------------------------------------------------------------------
+# Emotional targets
+# ---------------------------------------------------------------------------------------------
+# The plugins learn to turn the units of a NEUTRAL rendering into emotional speech of the same
+# text. Targets are made by the data issue's analysis-resynthesis recipe
+# (training/data/emotion.py: F0 level/range, energy, rate, spectral tilt via WORLD, each item's
+# setting jittered around the emotion's centre) applied to our cached Piper renderings, so each
+# neutral item has its emotional twins, time-aligned up to a uniform rate factor. Synthetic,
+# acted-by-signal-processing emotions: not real emotional speech.
+
+EMOTION_NAMES = ("neutral", "happy", "sad", "angry", "surprised")
+
+
+def emotions_dir(cache: str | Path) -> Path:
+    return Path(cache) / "emotions"
+
+
+def build_emotion_pairs(cache: str | Path, splits: dict[str, int], seed: int = 0, progress: bool = True) -> int:
+    """Resynthesise ``splits[name]`` items of each split in all five emotions (resumable)."""
+    from tqdm import tqdm
+
+    from agent.tts import SAMPLE_RATE
+    from training.data.emotion import emotion_prosody, render_emotions
+
+    folder = emotions_dir(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in read_index(Path(cache)) if r["id"]]
+    todo = []
+    for split, count in splits.items():
+        pool = sorted((r for r in rows if r["split"] == split), key=lambda r: r["id"])
+        rng = np.random.default_rng(seed)
+        pick = [pool[i] for i in sorted(rng.choice(len(pool), size=min(count, len(pool)), replace=False))]
+        todo += [r for r in pick if not (folder / f"{r['id']}.npz").is_file()]
+    for r in tqdm(todo, desc="emotion targets", unit="item", disable=not progress):
+        audio = np.load(Path(cache) / "renders" / f"{r['id']}.npz")["audio"].astype(np.float32)
+        rng = np.random.default_rng(int(hashlib.sha256(r["id"].encode()).hexdigest()[:8], 16) + seed)
+        prosody = {e: emotion_prosody(e, rng) for e in EMOTION_NAMES}
+        outs = render_emotions(audio, SAMPLE_RATE, prosody)
+        arrays = {e: outs[e].astype(np.float16) for e in EMOTION_NAMES}
+        arrays["params"] = np.frombuffer(json.dumps({e: p.as_dict() for e, p in prosody.items()}).encode(), dtype=np.uint8)
+        _atomic_npz(folder / f"{r['id']}.npz", **arrays)
+    return len(todo)
+
+
+@dataclass
+class EmotionItem:
+    id: str
+    text: str
+    split: str
+    units: np.ndarray
+    """(n,) units of the NEUTRAL Piper rendering (what the decoder is given)."""
+    audio: dict[str, np.ndarray]
+    """emotion -> resynthesised audio (22.05 kHz)."""
+    rate: dict[str, float]
+    """emotion -> speaking-rate factor of its resynthesis (>1 faster)."""
+
+
+def load_emotion_items(cache: str | Path, identity: str, splits: tuple[str, ...] = SPLITS) -> list[EmotionItem]:
+    units = np.load(units_path(cache, identity))
+    out = []
+    for r in read_index(Path(cache)):
+        path = emotions_dir(cache) / f"{r['id']}.npz"
+        if not r["id"] or r["split"] not in splits or not path.is_file() or r["id"] not in units:
+            continue
+        z = np.load(path)
+        params = json.loads(z["params"].tobytes().decode())
+        out.append(EmotionItem(id=r["id"], text=r["text"], split=r["split"], units=units[r["id"]].astype(np.int64),
+                               audio={e: z[e].astype(np.float32) for e in EMOTION_NAMES},
+                               rate={e: float(params[e]["rate"]) for e in EMOTION_NAMES}))
+    return out
+
+
+@dataclass
+class EmotionBatch:
+    units: torch.Tensor
+    """(B, W) neutral units."""
+    lengths: torch.Tensor
+    """(B,) units per window."""
+    durations: torch.Tensor
+    """(B, W) output samples per unit in the emotional target (882 / rate)."""
+    offset: torch.Tensor
+    """(B,) samples before the window in the emotional target."""
+    log_scale: torch.Tensor
+    """(B,) target log time-scale of the duration head (-log rate)."""
+    audio: torch.Tensor
+    """(B, F * 256) emotional target audio of the window's frames."""
+    frames: torch.Tensor
+    """(B,) frames per window."""
+
+
+def sample_emotion_windows(items: list[EmotionItem], emotion: str, batch: int, window: int,
+                           rng: np.random.Generator) -> EmotionBatch:
+    """Windows of neutral units with the matching stretch of the ``emotion`` resynthesis."""
+    picks = [items[i] for i in rng.integers(0, len(items), size=batch)]
+    rows = []
+    for it in picks:
+        n = len(it.units)
+        u0 = int(rng.integers(0, n - window + 1)) if n > window else 0
+        u1 = min(n, u0 + window)
+        d = int(round(UNIT_SAMPLES / it.rate[emotion]))
+        j0 = int(frames_before(torch.tensor(u0 * d)))
+        j1 = int(frames_before(torch.tensor(u1 * d)))
+        j1 = min(j1, len(it.audio[emotion]) // HOP)
+        rows.append((it, u0, u1, d, j0, j1))
+    w = max(r[2] - r[1] for r in rows)
+    f = max(r[5] - r[4] for r in rows)
+    out = EmotionBatch(units=torch.zeros(batch, w, dtype=torch.long), lengths=torch.zeros(batch, dtype=torch.long),
+                       durations=torch.full((batch, w), UNIT_SAMPLES), offset=torch.zeros(batch, dtype=torch.long),
+                       log_scale=torch.zeros(batch), audio=torch.zeros(batch, f * HOP),
+                       frames=torch.zeros(batch, dtype=torch.long))
+    for b, (it, u0, u1, d, j0, j1) in enumerate(rows):
+        out.units[b, : u1 - u0] = torch.from_numpy(it.units[u0:u1])
+        out.lengths[b], out.offset[b] = u1 - u0, u0 * d
+        out.durations[b] = d
+        out.log_scale[b] = -float(np.log(it.rate[emotion]))
+        k = max(0, j1 - j0)
+        out.audio[b, : k * HOP] = torch.from_numpy(it.audio[emotion][j0 * HOP : (j0 + k) * HOP])
+        out.frames[b] = k
+    return out

@@ -24,7 +24,15 @@ import torch
 
 from agent.tts import UnitTTS, UnitTTSConfig, build_tts, save_tts
 from configs.schema import AgentConfig
-from training.tts_data import Item, corpus_texts, extract_units, load_items, read_index, render_corpus, sample_windows
+from training.tts_data import (
+    Item,
+    corpus_texts,
+    extract_units,
+    load_items,
+    read_index,
+    render_corpus,
+    sample_windows,
+)
 from training.tts_losses import cosine_lr, latent_l1, mel_loss
 
 EDGE_FRAMES = 12
@@ -140,7 +148,7 @@ def _train_step(run: NeutralRun, mel: bool) -> dict:
     out = run.model.offline(batch.units, batch.lengths, offset=batch.offset, vocode=mel)
     loss_lat = latent_l1(out.latents, batch.latents, batch.frame_mask)
     loss = loss_lat
-    row = {"latent_l1": float(loss_lat)}
+    row = {"latent_l1": float(loss_lat.detach())}
     if mel:
         assert out.audio is not None
         f = int(batch.frame_mask.sum(1).min())
@@ -148,7 +156,7 @@ def _train_step(run: NeutralRun, mel: bool) -> dict:
         lengths = torch.full((batch.units.shape[0],), b - a)
         loss_mel = mel_loss(out.audio[:, a:b], batch.audio[:, a:b], lengths)
         loss = loss + tc.mel_weight * loss_mel
-        row["mel_l1"] = float(loss_mel)
+        row["mel_l1"] = float(loss_mel.detach())
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], 1.0)
@@ -189,6 +197,8 @@ def train(run: NeutralRun, eval_every: int = 250, progress: bool = True) -> None
                 save_checkpoint(run)
             run.history.append(row)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.endswith("l1")})
+            if not progress:
+                print(json.dumps({k: round(v, 4) for k, v in row.items()}), flush=True)
     bar.close()
     run.model.eval()
     save_checkpoint(run)
@@ -267,3 +277,12 @@ def main(cfg: AgentConfig, *, stages: tuple[str, ...] = ("data", "train", "eval"
     if export_to:
         result["weights"] = str(export(run, export_to, result.get("eval")))
     return result
+
+
+def run_from_args(args) -> int:
+    from duplex.cli.common import config_from_args, print_json
+
+    cfg = config_from_args(args)
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    print_json(main(cfg, stages=stages, export_to=args.export, progress=not args.no_progress))
+    return 0
