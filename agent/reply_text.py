@@ -77,7 +77,7 @@ class TextConditioner:
 class ReplyWords:
     """The reply text received so far, as complete words of slot vectors."""
 
-    conditioner: TextConditioner
+    conditioner: TextConditioner | None
     words: list[torch.Tensor] = field(default_factory=list)
     """Complete words, each (m, cond_in)."""
     _ids: list[int] = field(default_factory=list)
@@ -88,11 +88,21 @@ class ReplyWords:
     def push(self, token: int, hidden: torch.Tensor | None = None) -> None:
         if self.ended:
             raise RuntimeError("reply already ended")
+        if self.conditioner is None:
+            raise RuntimeError("pushing tokens needs a TextConditioner (or push whole words)")
         if self._ids and self.conditioner.starts_word(int(token)):
             self._close_word()
         self._ids.append(int(token))
         if hidden is not None:
             self._hidden.append(hidden.detach().reshape(-1))
+
+    def push_word(self, vectors: torch.Tensor) -> None:
+        """A whole word's (m, cond_in) slot vectors at once (closes any partial word first)."""
+        if self.ended:
+            raise RuntimeError("reply already ended")
+        if self._ids:
+            self._close_word()
+        self.words.append(vectors)
 
     def end(self) -> None:
         if not self.ended:
@@ -101,6 +111,7 @@ class ReplyWords:
             self.ended = True
 
     def _close_word(self) -> None:
+        assert self.conditioner is not None
         hidden = torch.stack(self._hidden) if self._hidden else None
         self.words.append(self.conditioner.vectors(self._ids, hidden))
         self._ids, self._hidden = [], []

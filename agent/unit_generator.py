@@ -27,6 +27,7 @@ from torch import nn
 
 from agent.streaming import StreamingModule, StreamingState
 from agent.sync_format import UnitVocab, frames_per_chunk
+from configs.schema import GeneratorConfig
 
 
 @dataclass(kw_only=True)
@@ -294,3 +295,27 @@ def count_parameters(model: nn.Module) -> int:
 
 def param_megabytes(model: nn.Module, bytes_per_param: int = 2) -> float:
     return count_parameters(model) * bytes_per_param / 1e6
+
+
+def load_generator(cfg: GeneratorConfig) -> LoadedGenerator:
+    """Factory: ``cfg.card`` (card name, card YAML, or a .safetensors path) -> an eval-mode generator.
+
+    Cards of kind ``bundled``/``local`` point at a checkpoint file; kind ``random`` builds an
+    untrained generator from ``source.config`` (tests and the tiny preset).
+    """
+    from agent.assets import AssetError, load_card, source_path
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    if cfg.card.endswith(".safetensors"):
+        path = Path(cfg.card).expanduser()
+        if not path.is_file():
+            raise AssetError(f"unit generator checkpoint not found: {path}; train one with `duplex-agent units train`")
+        return load_generator_file(path, cfg.max_context)
+    card = load_card(cfg.card, family="unit-generator", role="unit-generator")
+    if card.kind == "random":
+        src = dict(card.source)
+        torch.manual_seed(int(src.get("seed", 0)))
+        model = UnitGenerator(GeneratorArch(**dict(src["config"])), max_context=cfg.max_context).eval()
+        return LoadedGenerator(model=model, extra={"silent_units": list(src.get("silent_units", [0]))})
+    return load_generator_file(source_path(card), cfg.max_context)

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from agent.reply_text import ReplyWords, TextConditioner
 from agent.sync_format import dedup, interpolate
-from agent.unit_generator import UnitGenerator
+from agent.unit_generator import LoadedGenerator, UnitGenerator
 from configs.schema import GeneratorConfig
 
 
@@ -122,8 +123,6 @@ class GeneratorSession:
     # -- reply text ---------------------------------------------------------------------
     def start_reply(self) -> None:
         """A new LLM reply begins (any unfinished one is dropped)."""
-        if self.conditioner is None:
-            raise RuntimeError("this session has no text conditioner; pass TextConditioner.from_llm(llm, ...)")
         self.reply = _Reply(words=ReplyWords(self.conditioner))
 
     def push_text(self, token: int, hidden: torch.Tensor | None = None) -> None:
@@ -132,6 +131,15 @@ class GeneratorSession:
             self.start_reply()
         assert self.reply is not None
         self.reply.words.push(token, hidden)
+
+    def push_word(self, vectors: torch.Tensor) -> None:
+        """A complete word as (m, cond_in) slot vectors (when the caller groups tokens itself)."""
+        if vectors.dim() != 2 or vectors.shape[1] != self.arch.cond_in:
+            raise ValueError(f"word vectors must be (m, {self.arch.cond_in}), got {tuple(vectors.shape)}")
+        if self.reply is None:
+            self.start_reply()
+        assert self.reply is not None
+        self.reply.words.push_word(vectors.float())
 
     def end_text(self) -> None:
         if self.reply is not None:
@@ -395,3 +403,13 @@ class GeneratorSession:
     def context_tokens(self) -> list[int]:
         """The current context (for inspection and tests)."""
         return list(self.ctx.tokens)
+
+
+def open_session(loaded: LoadedGenerator, cfg: GeneratorConfig, llm: Any | None = None) -> GeneratorSession:
+    """A session on a loaded generator; ``llm`` (a FrozenLLM) supplies the text conditioning."""
+    arch = loaded.model.arch
+    if llm is not None and llm.hidden_size != arch.cond_dim:
+        raise ValueError(f"the generator was trained on a {arch.cond_dim}-d LLM, this LLM is {llm.hidden_size}-d")
+    cond = TextConditioner.from_llm(llm, arch.use_hidden) if llm is not None else None
+    silent = set(loaded.extra.get("silent_units", [arch.silence_unit]))
+    return GeneratorSession(loaded.model, cfg, cond, silent_units=silent)

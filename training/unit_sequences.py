@@ -64,7 +64,7 @@ class UnitDialogue:
     user_speech: np.ndarray | None = None
     """(T,) bool: the user channel is speech at that frame (for speech/silence metrics)."""
     kind: str = "duplex"
-    """What the dialogue exercises: turns | duplex | overlap (stage 3: overlaps, backchannels...)."""
+    """Where it comes from: turn | duplex | overlap (the data's SyncLLM stage), qa, utterance."""
 
     def __post_init__(self) -> None:
         if len(self.agent) != len(self.user):

@@ -4,7 +4,7 @@ Each LLM token has a fixed unit pattern (2-4 distinct units, drawn from the toke
 unit lasting 1-3 frames; an agent word is the concatenation of its tokens' patterns, so the
 text -> unit mapping is learnable and a falling loss means the model reads the text slots.
 User speech uses patterns of its own; unit 0 is silence. The layouts mimic the three stages:
-``turns``/``duplex`` alternate turns with pauses and never overlap; ``overlap`` adds user
+``turn``/``duplex`` alternate turns with pauses and never overlap; ``overlap`` adds user
 backchannels during agent turns and user interruptions that cut the agent off mid-reply.
 Everything here is synthetic and says so in the dialogue names.
 """
@@ -52,8 +52,8 @@ def synthetic_dialogues(
     turns: tuple[int, int] = (2, 4),
 ) -> list[UnitDialogue]:
     """``n`` dialogues whose agent words are drawn from ``lexicon`` (token ids per word)."""
-    if kind not in ("turns", "duplex", "overlap"):
-        raise ValueError(f"kind must be turns, duplex or overlap, got {kind!r}")
+    if kind not in ("turn", "duplex", "overlap"):
+        raise ValueError(f"kind must be turn, duplex or overlap, got {kind!r}")
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
