@@ -48,6 +48,8 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run directory (default: units_train.out_dir/stageN); resumed if present")
     p.add_argument("--init", default=None, help="generator .safetensors to start from (default: the previous stage's final)")
     p.add_argument("--steps", type=int, default=None, help="override the stage's step count")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="checkpoint and exit after this step (a run split into sessions; rerun to resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -387,6 +389,11 @@ class StageRun:
     progress: bool
     curve: Any
     extra: dict[str, Any]
+    stop_at: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.start_step >= self.steps
 
 
 def train_loop(run: StageRun) -> dict[str, float]:
@@ -402,7 +409,8 @@ def train_loop(run: StageRun) -> dict[str, float]:
                disable=not (run.progress and run.dist.is_main), dynamic_ncols=True)
     last: dict[str, float] = {}
     window: list[float] = []
-    for step in range(run.start_step, run.steps):
+    end = run.steps if run.stop_at is None else min(run.steps, run.stop_at)
+    for step in range(run.start_step, end):
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, run.steps)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
@@ -412,9 +420,9 @@ def train_loop(run: StageRun) -> dict[str, float]:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         run.optimizer.step()
-        window.append(float(loss))
+        window.append(float(loss.detach()))
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{info['acc']:.2f}")
+        bar.set_postfix(loss=f"{window[-1]:.3f}", acc=f"{info['acc']:.2f}")
         done = step + 1
         if done % 10 == 0 or done == run.steps:
             row = {"loss": mean_across(float(np.mean(window)), run.dist), "lr": lr}
@@ -424,12 +432,13 @@ def train_loop(run: StageRun) -> dict[str, float]:
             if run.dist.is_main:
                 run.curve.log(done, **row)
             last = row
-        if done % cfg.eval_every == 0 or done == run.steps:
+        if done % cfg.eval_every == 0 or done == run.steps or done == end:
             if run.dist.is_main:
                 save_checkpoint_dir(run.run_dir, done, model, run.optimizer, {"batcher": run.batcher.state_dict()})
                 run.curve.plot(f"unit generator, stage {run.stage}")
             barrier(run.dist)
     bar.close()
+    run.start_step = max(run.start_step, end)
     return last
 
 
@@ -494,5 +503,5 @@ def setup_run(stage: int, args: argparse.Namespace, kinds: Sequence[str], mix_ki
         stage=stage, cfg=cfg, run_dir=run_dir, model=model, ddp_model=wrap_ddp(model, dist), optimizer=optimizer,
         batcher=batcher, corpus=corpus, val_corpus=val, val_examples=val_examples, conds=conds, steps=steps,
         start_step=start, dist=dist, progress=not args.no_progress, curve=curve,
-        extra={"silent_units": corpus.silent_units, "init": init},
+        extra={"silent_units": corpus.silent_units, "init": init}, stop_at=args.stop_at,
     )

@@ -31,7 +31,8 @@ def train(run: StageRun) -> dict[str, float]:
 
 
 def save_checkpoint(run: StageRun, metrics: dict[str, float]) -> Path | None:
-    if not run.dist.is_main:
+    """Export the stage's final weights and figures (only once all steps are done)."""
+    if not run.dist.is_main or not run.finished:
         return None
     path = export_final(run.run_dir, run.model, run.extra)
     write_json(run.run_dir / "metrics.json", {"stage": STAGE, **metrics})
@@ -49,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = save_checkpoint(run, metrics)
         if path:
             print(f"stage {STAGE} done: {path} {metrics}")
+        elif run.dist.is_main:
+            print(f"stage {STAGE} stopped at step {run.start_step} of {run.steps}; rerun the same command to resume")
     finally:
         shutdown(run.dist)
     return 0

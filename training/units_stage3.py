@@ -31,7 +31,7 @@ def setup(args: argparse.Namespace) -> StageRun:
 
 def train(run: StageRun, eval_dialogues: int = 40) -> dict[str, float]:
     metrics = train_loop(run)
-    if run.dist.is_main and eval_dialogues:
+    if run.dist.is_main and eval_dialogues and run.finished:
         from training.units_eval import user_prediction_accuracy
 
         idx = run.val_corpus.select(KINDS)[:eval_dialogues]
@@ -41,7 +41,8 @@ def train(run: StageRun, eval_dialogues: int = 40) -> dict[str, float]:
 
 
 def save_checkpoint(run: StageRun, metrics: dict[str, float]) -> Path | None:
-    if not run.dist.is_main:
+    """Export the stage's final weights and figures (only once all steps are done)."""
+    if not run.dist.is_main or not run.finished:
         return None
     path = export_final(run.run_dir, run.model, run.extra)
     write_json(run.run_dir / "metrics.json", {"stage": STAGE, **metrics})
@@ -61,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = save_checkpoint(run, metrics)
         if path:
             print(f"stage {STAGE} done: {path} {metrics}")
+        elif run.dist.is_main:
+            print(f"stage {STAGE} stopped at step {run.start_step} of {run.steps}; rerun the same command to resume")
     finally:
         shutdown(run.dist)
     return 0
