@@ -67,3 +67,101 @@ class AgentConfig:
     """The reference Piper voice (teacher for data and decoder)."""
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     """The Whisper judge."""
+    speech: SpeechConfig = field(default_factory=lambda: SpeechConfig())
+    """Speech input: streaming encoder, adapter, state head, and their three training stages."""
+
+
+@dataclass(kw_only=True)
+class EncoderConfig:
+    init_card: str = "whisper-tiny-en"
+    """Whisper card the encoder starts from before training; "" = random init (tests)."""
+    d_model: int = 384
+    """Width of the encoder (must match the init card)."""
+    layers: int = 4
+    """Transformer layers."""
+    heads: int = 6
+    """Attention heads."""
+    ffn_dim: int = 1536
+    """Feed-forward width."""
+    n_mels: int = 80
+    """Log-mel bins (Whisper's 80)."""
+    chunk_ms: int = 160
+    """Streaming chunk = attention block, in ms (a multiple of 20 ms; 160 ms = 8 frames at 50 Hz)."""
+    left_chunks: int = 12
+    """Past chunks each frame may attend to (its own chunk always); bounds the KV ring buffers."""
+    rotary_dims: int = 16
+    """Per-head dims that get rotary position embeddings (relative positions for unbounded streams)."""
+    rotary_base: float = 10000.0
+    """Rotary frequency base."""
+    mel_peak_init: float = 1.0
+    """Initial running log10 peak of the mel normalisation (typical speech at a normal level)."""
+    mel_peak_decay: float = 0.002
+    """Running-peak decay per 10 ms frame, log10 units (0.002 = 2 dB per second)."""
+    mel_dynamic_range: float = 8.0
+    """log10 range kept below the running peak (Whisper's 80 dB)."""
+    dropout: float = 0.1
+    """Residual dropout while training."""
+
+
+@dataclass(kw_only=True)
+class AdapterConfig:
+    stack: int = 4
+    """Encoder frames stacked per LLM position (50 Hz / 4 = 12.5 Hz, 2 positions per 160 ms)."""
+    hidden: int = 1024
+    """Hidden width of the adapter MLP."""
+
+
+@dataclass(kw_only=True)
+class StateHeadConfig:
+    hidden: int = 256
+    """Hidden width of the state head MLP; 0 = a single linear layer."""
+    prompt_len: int = 8
+    """Trainable prompt embeddings before the speech (stage 3; steer the LLM from transcribing to answering)."""
+
+
+@dataclass(kw_only=True)
+class StageConfig:
+    steps: int = 1000
+    """Optimiser steps."""
+    batch_size: int = 8
+    """Examples per step (per process under torchrun)."""
+    lr: float = 3e-4
+    """Peak learning rate (AdamW, linear warm-up then cosine decay)."""
+    warmup: int = 50
+    """Warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip."""
+    max_audio_s: float = 8.0
+    """Utterances longer than this are skipped."""
+    log_every: int = 10
+    """Steps between loss-curve rows."""
+    save_every: int = 200
+    """Steps between checkpoints (also saved at the end)."""
+    eval_every: int = 0
+    """Steps between held-out evaluations (0 = only at the end)."""
+    num_threads: int = 0
+    """torch threads per process (0 = torch default)."""
+
+
+@dataclass(kw_only=True)
+class SpeechConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """Chunked streaming speech encoder."""
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    """Encoder -> LLM embedding adapter."""
+    state_head: StateHeadConfig = field(default_factory=StateHeadConfig)
+    """Turn-taking state head and prompt embeddings."""
+    weights_card: str = "speech-input-default"
+    """Card of the trained encoder/adapter/prompt/state-head weights; "" = untrained (from init)."""
+    transcribe_instruction: str = "Repeat exactly what I say:"
+    """Text before the speech in stage 2 (ASR through the frozen LLM)."""
+    stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=3000, batch_size=16, lr=3e-4))
+    """Stage 1: encoder + CTC head on characters."""
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=2000, batch_size=8, lr=2e-4))
+    """Stage 2: encoder + adapter aligned to the frozen LLM (transcripts)."""
+    stage3: StageConfig = field(default_factory=lambda: StageConfig(steps=1500, batch_size=8, lr=1e-3))
+    """Stage 3: prompt embeddings + state head (spoken QA + per-chunk state labels)."""
+    state_loss_weight: float = 1.0
+    """Weight of the state-label loss against the QA loss in stage 3."""
