@@ -94,18 +94,23 @@ class EspeakPhonemizer:
             out = [" ".join(self._run([c.text])) for c in clauses]
         return out
 
-    def sentences(self, text: str) -> list[str]:
-        """IPA phoneme strings, one per sentence, with Piper-style clause punctuation."""
+    def sentence_pairs(self, text: str) -> list[tuple[str, str]]:
+        """(sentence text, IPA phonemes) per sentence, phonemes with Piper-style clause punctuation."""
         clauses = split_clauses(text)
-        sentences: list[str] = []
-        current = ""
+        pairs: list[tuple[str, str]] = []
+        words, current = "", ""
         for clause, phon in zip(clauses, self.clause_phonemes(clauses), strict=True):
+            words += clause.text + clause.terminator + " "
             if clause.terminator in CLAUSE_MARKS:
                 current += phon + clause.terminator + " "
             else:
                 current += phon + clause.terminator
-                sentences.append(current.strip())
-                current = ""
+                pairs.append((words.strip(), current.strip()))
+                words, current = "", ""
         if current.strip():
-            sentences.append(current.strip())
-        return sentences
+            pairs.append((words.strip(), current.strip()))
+        return pairs
+
+    def sentences(self, text: str) -> list[str]:
+        """IPA phoneme strings, one per sentence, with Piper-style clause punctuation."""
+        return [phonemes for _, phonemes in self.sentence_pairs(text)]

@@ -56,6 +56,78 @@ class JudgeConfig:
 
 
 @dataclass(kw_only=True)
+class DataConfig:
+    """Synthetic spoken-dialogue data (training/data): how much, which voices, which timelines."""
+
+    workers: int = 2
+    """Worker processes for `data synth` (each single-threaded)."""
+    sample_rate: int = 16000
+    """Rate of dialogue audio and of what the encoder hears (utterances keep the voice's rate)."""
+    chunk_seconds: float = 0.16
+    """State-label chunk length (the encoder's chunk; the label contract in training/data/labels.py)."""
+    agent_utterances: int = 1500
+    """Single agent-voice utterances (neutral) for ASR, units and the TTS decoder."""
+    user_utterances: int = 2500
+    """Single user-voice utterances (augmented in train) for ASR."""
+    qa_questions: int = 300
+    """Questions answered by the frozen LLM (self-distillation targets for spoken QA)."""
+    qa_voices_per_question: int = 2
+    """User voices speaking each question."""
+    qa_max_new_tokens: int = 40
+    """Token cap on the LLM's answers (the runtime's cap, so targets match what it would say)."""
+    turn_dialogues: int = 120
+    """Stage-1 dialogues (SyncLLM stage 1): strictly turn-based, fixed short gaps."""
+    duplex_dialogues: int = 240
+    """Stage-2 dialogues: timed two-channel, natural gaps and mid-turn pauses, no overlap."""
+    overlap_dialogues: int = 520
+    """Stage-3 dialogues: overlaps, backchannels, barge-ins, side talk, noise, background speech."""
+    dialogue_seconds: float = 45.0
+    """Target length of one dialogue (turns are added until it is reached)."""
+    emotion_texts: int = 300
+    """Texts rendered in all five emotions by the agent voice."""
+    emotion_other_voices: int = 12
+    """Other voices (user voices) that also get emotional renderings (emotion-classifier data)."""
+    emotion_texts_per_other_voice: int = 25
+    """Texts per other voice in the emotion set."""
+    gap_mean: float = 0.45
+    """Mean gap (s) between the end of one speaker's turn and the start of the other's."""
+    gap_std: float = 0.35
+    """Spread (s) of turn gaps (normal distribution, clipped to [gap_min, gap_max])."""
+    gap_min: float = -0.6
+    """Smallest gap (s) in the overlap stage; negative = the next turn starts before the end."""
+    gap_max: float = 2.0
+    """Largest gap (s)."""
+    turn_gap: float = 0.3
+    """Fixed gap (s) of the turn-based stage."""
+    pause_prob: float = 0.35
+    """Probability that a user turn gets a mid-turn pause (stages 2 and 3)."""
+    pause_min: float = 0.2
+    """Shortest mid-turn pause (s)."""
+    pause_max: float = 1.5
+    """Longest mid-turn pause (s)."""
+    backchannel_prob: float = 0.35
+    """Probability of a user backchannel inside an agent turn (stage 3)."""
+    bargein_prob: float = 0.2
+    """Probability that a user turn barges in on the agent (stage 3)."""
+    bargein_stop: float = 0.3
+    """Seconds after a barge-in starts until the agent's audio stops in the scripted timeline."""
+    side_talk_prob: float = 0.12
+    """Probability of a line addressed to someone else before a user turn (stage 3)."""
+    noise_burst_prob: float = 0.15
+    """Probability of a cough/noise burst per turn (stage 3)."""
+    background_prob: float = 0.12
+    """Probability of background speech per turn (stage 3)."""
+    heldout_voice_fraction: float = 0.25
+    """Share of user voices kept out of training (they speak only the test split)."""
+    val_text_fraction: float = 0.05
+    """Share of text (conversations, questions, sentences) in the val split."""
+    test_text_fraction: float = 0.07
+    """Share of text in the test split (held-out text)."""
+    augment_prob: float = 0.8
+    """Probability that a train-split user recording is augmented (speed/pitch/gain/noise/reverb/Opus)."""
+
+
+@dataclass(kw_only=True)
 class AgentConfig:
     preset: str = "default"
     """Name of the preset this config was built from."""
@@ -67,6 +139,8 @@ class AgentConfig:
     """The reference Piper voice (teacher for data and decoder)."""
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     """The Whisper judge."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Synthetic data (training/data): counts, voices, timelines, augmentation."""
     speech: SpeechConfig = field(default_factory=lambda: SpeechConfig())
     """Speech input: streaming encoder, adapter, state head, and their three training stages."""
 

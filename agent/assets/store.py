@@ -35,9 +35,10 @@ class Converter:
 
 def _converters() -> dict[str, Converter]:
     # Imported lazily: converters pull in transformers / gguf.
-    from agent.assets import convert_gguf, convert_whisper
+    from agent.assets import convert_gguf, convert_piper, convert_whisper
 
     return {
+        "piper-onnx-to-torch": Converter(version=convert_piper.VERSION, run=convert_piper.convert),
         "gguf-to-safetensors": Converter(version=convert_gguf.VERSION, run=convert_gguf.convert),
         "ct2-whisper-to-hf": Converter(version=convert_whisper.VERSION, run=convert_whisper.convert),
     }

@@ -11,9 +11,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from duplex.cli import assets_cmd, bench_cmd, config_cmd, eval_cmd, llm_cmd, train_cmd, voice_cmd
+from duplex.cli import assets_cmd, bench_cmd, config_cmd, data_cmd, eval_cmd, llm_cmd, train_cmd, voice_cmd
 
-COMMAND_MODULES = (assets_cmd, config_cmd, voice_cmd, llm_cmd, bench_cmd, train_cmd, eval_cmd)
+COMMAND_MODULES = (assets_cmd, config_cmd, voice_cmd, llm_cmd, bench_cmd, data_cmd, train_cmd, eval_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
