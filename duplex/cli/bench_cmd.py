@@ -13,6 +13,7 @@ from duplex.cli.common import add_config_args, config_from_args, print_json
 BENCHES: dict[str, tuple[str, str]] = {
     "llm": ("duplex.bench.llm", "frozen LLM prefill/decode tokens/s (fp32, bf16), peak RSS"),
     "voice": ("duplex.bench.voice", "reference voice real-time factor and time to first audio"),
+    "encoder": ("duplex.bench.encoder", "one 160 ms chunk: streaming encoder + adapter + LLM prefill + state head"),
     "generator": ("duplex.bench.generator", "unit generator: one chunk step (user + agent) time and RTF"),
 }
 
