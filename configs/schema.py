@@ -81,7 +81,7 @@ class DataConfig:
     """Stage-2 dialogues: timed two-channel, natural gaps and mid-turn pauses, no overlap."""
     overlap_dialogues: int = 520
     """Stage-3 dialogues: overlaps, backchannels, barge-ins, side talk, noise, background speech."""
-    dialogue_seconds: float = 45.0
+    dialogue_seconds: float = 50.0
     """Target length of one dialogue (turns are added until it is reached)."""
     emotion_texts: int = 300
     """Texts rendered in all five emotions by the agent voice."""
@@ -117,8 +117,6 @@ class DataConfig:
     """Probability of a cough/noise burst per turn (stage 3)."""
     background_prob: float = 0.12
     """Probability of background speech per turn (stage 3)."""
-    heldout_voice_fraction: float = 0.25
-    """Share of user voices kept out of training (they speak only the test split)."""
     val_text_fraction: float = 0.05
     """Share of text (conversations, questions, sentences) in the val split."""
     test_text_fraction: float = 0.07

@@ -58,7 +58,8 @@ def emotion_features(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     peaks, _ = find_peaks(env, prominence=3.0, distance=8)
     speech_s = max(active.sum() * 0.01, 0.1)
     mel = log_mel(x, RATE, n_mels=N_MELS)
-    m = mel[active[: len(mel)]] if active[: len(mel)].any() else mel
+    n = min(len(mel), len(active))
+    m = mel[:n][active[:n]] if active[:n].any() else mel
     shape = m.mean(axis=0)
     centres = np.arange(N_MELS)
     tilt = float(np.polyfit(centres, shape, 1)[0])
