@@ -62,7 +62,7 @@ def synthetic_dialogues(
         agent_turns: list[AgentTurn] = []
         user_turns: list[tuple[int, int]] = []
 
-        def pad_to(t: int) -> None:
+        def pad_to(t: int, agent: list[int] = agent, user: list[int] = user) -> None:
             agent.extend([SILENCE] * (t - len(agent)))
             user.extend([SILENCE] * (t - len(user)))
 

@@ -39,12 +39,10 @@ def save_checkpoint(run: StageRun, metrics: dict[str, float]) -> Path | None:
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run_from_args(args: argparse.Namespace) -> int:
     from training.distributed import shutdown
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_recipe_args(parser)
-    run = setup(parser.parse_args(argv))
+    run = setup(args)
     try:
         metrics = train(run)
         path = save_checkpoint(run, metrics)
@@ -55,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutdown(run.dist)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_recipe_args(parser)
+    return run_from_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

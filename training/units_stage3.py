@@ -49,13 +49,9 @@ def save_checkpoint(run: StageRun, metrics: dict[str, float]) -> Path | None:
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run_from_args(args: argparse.Namespace) -> int:
     from training.distributed import shutdown
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_recipe_args(parser)
-    parser.add_argument("--eval-dialogues", type=int, default=40, help="held-out dialogues for the user-prediction score")
-    args = parser.parse_args(argv)
     run = setup(args)
     try:
         metrics = train(run, args.eval_dialogues)
@@ -67,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutdown(run.dist)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_recipe_args(parser)
+    return run_from_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         s = tsub.add_parser(name, help=help_text)
         add_recipe_args(s)
         s.set_defaults(func=cmd_train)
+    # The unit generator's SyncLLM stages (training/units_stageN.py; same as `units train stageN`).
+    from training.units_args import add_recipe_args as add_units_recipe_args
+
+    for name, help_text in UNIT_STAGES.items():
+        s = tsub.add_parser(name, help=help_text)
+        add_units_recipe_args(s)
+        s.set_defaults(func=cmd_train_units)
+
+
+UNIT_STAGES: dict[str, str] = {
+    "units-stage1": "unit generator stage 1: turn-based spoken dialogues (SyncLLM)",
+    "units-stage2": "unit generator stage 2: full-duplex chunk format without overlap",
+    "units-stage3": "unit generator stage 3: overlaps, backchannels, interruptions",
+}
+
+
+def cmd_train_units(args: argparse.Namespace) -> int:
+    module = importlib.import_module("training.units_" + args.stage.split("-")[1])
+    return int(module.run_from_args(args))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -52,9 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(pr)
     pr.set_defaults(func=cmd_prepare)
 
+    from training.units_args import add_recipe_args
+
     t = usub.add_parser("train", help="run one generator training stage (stage1, stage2, stage3)")
     t.add_argument("stage", choices=("stage1", "stage2", "stage3"))
-    t.add_argument("rest", nargs=argparse.REMAINDER, help="recipe options (see python -m training.units_stageN -h)")
+    add_recipe_args(t)
     t.set_defaults(func=cmd_train)
 
     ev = usub.add_parser("eval", help="held-out figures: purity (tokenizer), replies, user (generator)")
@@ -183,8 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import importlib
 
     module = importlib.import_module(f"training.units_{args.stage}")
-    rest = [a for a in args.rest if a != "--"]
-    return int(module.main(rest) or 0)
+    return int(module.run_from_args(args))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
