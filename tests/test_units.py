@@ -122,3 +122,58 @@ def test_purity_figures():
     split = [1, 3] * 5 + [2] * 10 + [0] * 5  # a phone split across two units is still pure
     f = purity_figures(phones, split)
     assert f["phone_purity"] == pytest.approx(1.0) and f["cluster_purity"] == pytest.approx(0.8)
+
+
+def _tiny_whisper_features(layer: int = 2):
+    from agent.encoder import build_encoder
+    from agent.units import WhisperUnitFeatures
+    from configs.schema import EncoderConfig
+
+    torch.manual_seed(0)
+    cfg = EncoderConfig(init_card="", d_model=64, layers=3, heads=2, ffn_dim=128, left_chunks=4, rotary_dims=8,
+                        dropout=0.0)
+    return WhisperUnitFeatures(build_encoder(cfg, init_pretrained=False), layer, {"d_model": 64})
+
+
+@pytest.mark.parametrize("piece", [320, 2560, 6000])
+def test_whisper_backend_streaming_equals_offline(piece):
+    feats = _tiny_whisper_features()
+    assert len(feats.encoder.layers) == 2  # layers above the one read are dropped
+    book = fit_codebook(feats, [_speechlike(1.0, s) for s in range(3)], num_units=12, iters=5, progress=False)
+    tok = UnitTokenizer(feats, book).eval()
+    audio = _speechlike(4.1, 3)  # longer than the encoder's 4 left chunks
+    offline = tok.extract(audio)
+    with tok.streaming(1):
+        parts = [tok.push(torch.from_numpy(audio[i : i + piece])[None]) for i in range(0, len(audio), piece)]
+        parts.append(tok.flush())
+    np.testing.assert_array_equal(torch.cat(parts, 1)[0].numpy(), offline)
+    x = torch.from_numpy(audio[: 10 * 2560])[None]
+    with feats.streaming(1):
+        streamed = torch.cat([feats.step(x[:, i : i + 2560]) for i in range(0, x.shape[1], 2560)], 1)
+    torch.testing.assert_close(streamed, feats(x), atol=1e-4, rtol=1e-4)
+
+
+def test_whisper_backend_is_causal():
+    feats = _tiny_whisper_features()
+    a = torch.from_numpy(_speechlike(1.6, 4))[None]
+    b = a.clone()
+    b[:, 12800:] = torch.randn(1, a.shape[1] - 12800)
+    fa, fb = feats(a), feats(b)
+    torch.testing.assert_close(fa[:, :20], fb[:, :20])
+    assert (fa[:, 20:] - fb[:, 20:]).abs().max() > 1e-3
+
+
+def test_whisper_backend_with_the_bundled_weights_streams_exactly():
+    """The real backend: frozen Whisper tiny.en weights in the block-causal streaming encoder."""
+    from agent.units import WhisperUnitFeatures
+
+    feats = WhisperUnitFeatures.build(layer=2)
+    assert feats.dim == 384 and feats.block_samples == 2560
+    x = torch.from_numpy(_speechlike(3.2, 5))[None]
+    with feats.streaming(1):
+        streamed = torch.cat([feats.step(x[:, i : i + 2560]) for i in range(0, x.shape[1], 2560)], 1)
+    offline = feats(x)
+    assert offline.shape == (1, 80, 384)
+    torch.testing.assert_close(streamed, offline, atol=2e-4, rtol=1e-4)
+    meta = feats.describe()
+    assert meta["backend"] == "whisper" and meta["encoder"]["init_card"] == "whisper-tiny-en"
