@@ -319,7 +319,9 @@ class UnitTrainConfig:
     """Steps between held-out loss evaluations and checkpoints."""
     max_dialogues: int = 0
     """Use at most this many dialogues per split (0 = all)."""
-    num_threads: int = 2
-    """torch threads per training process."""
+    bf16: bool = True
+    """bf16 autocast for the forward pass (about 2x faster on CPUs with AVX512-BF16)."""
+    num_threads: int = 1
+    """torch threads per training process (1 is faster than 2 on a busy shared machine)."""
     seed: int = 0
     """Seed of initialisation and batching."""

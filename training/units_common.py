@@ -262,10 +262,13 @@ def collate(batch: list[Example], corpus: UnitCorpus, conds: CondTable, pad: int
     return {"tokens": tokens, "mask": mask, "cond": cond}
 
 
-def loss_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Next-token cross-entropy over the target positions; also unit-token accuracy."""
+def loss_of(model: torch.nn.Module, batch: dict[str, torch.Tensor], bf16: bool = False
+            ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Next-token cross-entropy over the target positions; also token accuracy."""
     tokens, mask = batch["tokens"], batch["mask"]
-    logits = model(tokens[:, :-1], batch["cond"][:, :-1])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(tokens[:, :-1], batch["cond"][:, :-1])
+    logits = logits.float()
     target = tokens[:, 1:]
     m = mask[:, 1:]
     loss = F.cross_entropy(logits[m], target[m])
@@ -276,7 +279,7 @@ def loss_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[tor
 
 @torch.no_grad()
 def heldout_loss(model: UnitGenerator, examples: list[Example], corpus: UnitCorpus, conds: CondTable,
-                 batch_tokens: int) -> dict[str, float]:
+                 batch_tokens: int, bf16: bool = False) -> dict[str, float]:
     was = model.training
     model.eval()
     tot, n, correct = 0.0, 0.0, 0.0
@@ -287,7 +290,9 @@ def heldout_loss(model: UnitGenerator, examples: list[Example], corpus: UnitCorp
         while j < len(examples) and len(examples[j].tokens) * (j - i + 1) <= batch_tokens:
             j += 1
         batch = collate(examples[i:j], corpus, conds, model.vocab.pad)
-        logits = model(batch["tokens"][:, :-1], batch["cond"][:, :-1])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(batch["tokens"][:, :-1], batch["cond"][:, :-1])
+        logits = logits.float()
         m = batch["mask"][:, 1:]
         target = batch["tokens"][:, 1:][m]
         lg = logits[m]
@@ -410,7 +415,7 @@ def train_loop(run: StageRun) -> dict[str, float]:
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         batch = collate(run.batcher.next(), run.corpus, run.conds, model.vocab.pad)
-        loss, info = loss_of(run.ddp_model, batch)
+        loss, info = loss_of(run.ddp_model, batch, cfg.bf16)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -423,7 +428,7 @@ def train_loop(run: StageRun) -> dict[str, float]:
             row = {"loss": mean_across(float(np.mean(window)), run.dist), "lr": lr}
             window = []
             if done % cfg.eval_every == 0 or done == run.steps:
-                row.update(heldout_loss(model, run.val_examples, run.val_corpus, run.conds, cfg.batch_tokens))
+                row.update(heldout_loss(model, run.val_examples, run.val_corpus, run.conds, cfg.batch_tokens, cfg.bf16))
             if run.dist.is_main:
                 run.curve.log(done, **row)
             last = row
