@@ -193,10 +193,12 @@ class SpeechListener(StreamingModule[ListenerState]):
                 res = listener.step(chunk[None], agent_speaking=torch.tensor([False]))
                 if res.state[0] == INTERRUPT:
                     first_logits = listener.begin_reply()[0]   # (V,) for llm.generate_stream
-                    ...
+                    for token, hidden in llm.generate_stream(first_logits): ...
+                    listener.restart_context()                 # next listening context
 
-    ``reset_streaming(mask)`` restarts rows (new listening context); the LLM's KV cache holds the
-    prefix, prompt and speech of the current context.
+    The LLM's KV cache holds the prefix, prompt and speech of the current context;
+    ``reset_streaming(mask)`` restarts everything (new session), ``restart_context`` only the LLM
+    context.
     """
 
     def __init__(self, speech: SpeechInput, llm: FrozenLLM, layout: ChatLayout) -> None:
@@ -240,6 +242,17 @@ class SpeechListener(StreamingModule[ListenerState]):
         logits = self.speech.state_head(hidden)
         st.chunks += 1
         return ChunkResult(logits=logits, state=logits.argmax(-1), hidden=hidden)
+
+    @torch.no_grad()
+    def restart_context(self) -> None:
+        """Start a new listening context in the LLM (prefix + prompt prefilled now), keeping the
+        encoder's acoustic state: call it once the reply has been decoded. Training cuts episodes
+        into contexts exactly so (``training.speech_data.episode_segments``): the LLM context restarts
+        at each turn taken, the encoder runs on continuously."""
+        st = self.streaming_state
+        self.llm.reset_streaming()
+        st.reset(torch.ones(st.batch_size, dtype=torch.bool))
+        self._start_rows()
 
     @torch.no_grad()
     def begin_reply(self) -> torch.Tensor:

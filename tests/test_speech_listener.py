@@ -103,3 +103,28 @@ def test_state_head_reads_hidden():
     assert out.shape == (5, 3)
     assert not torch.allclose(out[0], out[1])
     torch.testing.assert_close(head(h[:2]), out[:2])
+
+
+def test_restart_context_matches_training_segments(tiny_cfg, tiny_llm, tiny_speech):
+    """LLM context restarts at a taken turn while the encoder runs on: the offline segments of
+    stage 3 (embeddings from one pass over the whole episode) give the same logits."""
+    layout = ChatLayout.for_llm(tiny_llm, tiny_cfg.speech.transcribe_instruction)
+    listener = SpeechListener(tiny_speech, tiny_llm, layout)
+    audio = _audio(10, seed=3)
+    speaking = np.array([0, 0, 0, 0, 1, 1, 1, 0, 0, 0], dtype=bool)
+    with torch.no_grad(), listener.streaming(1):
+        first = [listener.step(audio[:, k * 2560 : (k + 1) * 2560], torch.tensor([bool(speaking[k])])).logits
+                 for k in range(4)]
+        listener.begin_reply()
+        for _ in range(3):  # a few "reply tokens" land in the cache, then the context restarts
+            tiny_llm.prefill_ids(torch.tensor([[42]]))
+        listener.restart_context()
+        second = [listener.step(audio[:, k * 2560 : (k + 1) * 2560], torch.tensor([bool(speaking[k])])).logits
+                  for k in range(4, 10)]
+    emb = tiny_speech.speech_embeds(audio)[0][0]
+    prefix = PrefixCache(tiny_llm, layout.prefix)
+    with torch.no_grad():
+        a, b = state_logits_batch(tiny_speech, prefix, [segment_inputs(tiny_speech, emb, speaking, 0, 4),
+                                                         segment_inputs(tiny_speech, emb, speaking, 4, 10)])
+    torch.testing.assert_close(torch.cat(first), a, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.cat(second), b, rtol=1e-4, atol=1e-4)

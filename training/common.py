@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 from collections.abc import Sequence
@@ -27,10 +28,11 @@ def set_threads(stage: StageConfig) -> None:
         torch.set_num_threads(stage.num_threads)
 
 
-def load_models(cfg: AgentConfig, init: str | None) -> tuple[FrozenLLM, SpeechInput]:
-    """The frozen LLM and an untrained-or-``init`` SpeechInput (never the bundled weights: we train)."""
+def load_models(cfg: AgentConfig, init: str | None, llm_dtype: str | None = None) -> tuple[FrozenLLM, SpeechInput]:
+    """The frozen LLM (in ``llm_dtype`` if given) and an untrained-or-``init`` SpeechInput (never
+    the bundled weights: we train)."""
     torch.manual_seed(cfg.seed)
-    llm = load_llm(cfg.llm)
+    llm = load_llm(dataclasses.replace(cfg.llm, dtype=llm_dtype) if llm_dtype else cfg.llm)
     speech = build_speech_input(cfg.speech, llm, load_weights=False, init_pretrained=init is None)
     if init:
         load_weights(speech, init)
@@ -116,3 +118,22 @@ def spec_augment(mel: torch.Tensor, gen: torch.Generator, freq_masks: int = 2, f
             t0 = int(torch.randint(0, max(1, t - w), (1,), generator=gen))
             out[i, :, t0 : t0 + w] = floor
     return out
+
+
+def param_groups(speech: SpeechInput, params: list[torch.nn.Parameter], stage: StageConfig) -> list[dict]:
+    """Optimiser groups: ``stage.lr`` scaled per name prefix by ``stage.lr_scales``."""
+    names = {id(p): n for n, p in speech.named_parameters()}
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for p in params:
+        scale = next((s for prefix, s in stage.lr_scales.items() if names[id(p)].startswith(prefix)), 1.0)
+        groups.setdefault(scale, []).append(p)
+    return [{"params": ps, "lr_scale": s, "lr": stage.lr * s} for s, ps in groups.items()]
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
+def autocast(stage: StageConfig) -> torch.autocast:
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=stage.autocast_bf16)

@@ -52,6 +52,8 @@ class SpokenQuestion:
     answer: str = ""
     """The frozen LLM's answer to the typed question (filled from the answers cache)."""
     speaker: str = ""
+    llm: str = ""
+    """Card of the LLM that gave ``answer`` ("" = ours, computed for the current LLM)."""
 
 
 @dataclass
@@ -92,57 +94,165 @@ def to_float(audio: np.ndarray) -> np.ndarray:
 
 
 class SpeechCorpus:
-    """Reads a corpus directory (format above); rows are loaded lazily per kind and split."""
+    """One or more corpus directories (``a,b`` or a list) read as one.
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"no speech corpus at {self.root}; make one: python -m training.synth_speech --out {self.root}")
+    Two layouts are understood: this module's (``asr.jsonl``, ``qa.jsonl``, ``episodes.jsonl``;
+    ``training.synth_speech``) and the project dataset's (``manifests/*.jsonl``; ``training.data``,
+    ``duplex-agent data synth``). Train utterances never hold a text that a test row holds.
+    """
 
-    def _rows(self, kind: str, split: str) -> list[dict]:
-        rows = [r for r in _read_jsonl(self.root / f"{kind}.jsonl") if r.get("split", "train") == split]
-        return rows
+    def __init__(self, roots: str | Path | Sequence[str | Path]) -> None:
+        if isinstance(roots, (str, Path)):
+            roots = [r for r in str(roots).split(",") if r]
+        self.roots = [Path(r) for r in roots]
+        for root in self.roots:
+            if not root.is_dir():
+                raise DataError(f"no speech corpus at {root}; make one: python -m training.synth_speech --out {root} "
+                                f"(or duplex-agent data synth --out {root})")
+
+    @staticmethod
+    def _is_manifest(root: Path) -> bool:
+        return (root / "manifests").is_dir()
+
+    def _rows(self, root: Path, kind: str, split: str) -> list[dict]:
+        return [r for r in _read_jsonl(root / f"{kind}.jsonl") if r.get("split", "train") == split]
+
+    def _records(self, root: Path, kind: str, split: str) -> list:
+        from training.data import load_manifest
+
+        try:
+            return load_manifest(root, kind, split)
+        except FileNotFoundError:
+            return []
 
     def held_out_texts(self) -> set[str]:
-        """Normalised texts of every test row (utterances and questions)."""
+        """Normalised texts of every test row (utterances and questions) of every root."""
         from agent.text_metrics import normalize
 
-        return {normalize(r["text"]) for r in self._rows("asr", "test")} | {
-            normalize(r["question"]) for r in self._rows("qa", "test")}
+        out: set[str] = set()
+        for root in self.roots:
+            if self._is_manifest(root):
+                out |= {normalize(r.text) for r in self._records(root, "utterances", "test")}
+                out |= {normalize(r.question) for r in self._records(root, "qa", "test")}
+            else:
+                out |= {normalize(r["text"]) for r in self._rows(root, "asr", "test")}
+                out |= {normalize(r["question"]) for r in self._rows(root, "qa", "test")}
+        return out
 
     def utterances(self, split: str, max_s: float = 1e9, limit: int | None = None) -> list[Utterance]:
-        """Utterances of ``split``; train never holds a text that any test row (ASR or QA) holds."""
+        """Utterances of ``split`` (test: user voices only); train never holds a held-out text."""
         from agent.text_metrics import normalize
 
         banned = self.held_out_texts() if split == "train" else set()
-        out = []
-        for r in self._rows("asr", split)[:limit]:
-            if normalize(r["text"]) in banned:
-                continue
-            a = load_audio16(self.root / r["audio"])
-            if len(a) <= max_s * SAMPLE_RATE:
-                out.append(Utterance(id=r["id"], audio=a, text=r["text"], speaker=r.get("speaker", "")))
+        out: list[Utterance] = []
+        for root in self.roots:
+            if self._is_manifest(root):
+                recs = [r for r in self._records(root, "utterances", split) if split == "train" or r.role == "user"]
+                items = [(r.id, r.text, r.voice, r.duration, lambda r=r: r.load_audio(SAMPLE_RATE)) for r in recs]
+            else:
+                items = [(r["id"], r["text"], r.get("speaker", ""), None,
+                          lambda r=r, root=root: load_audio16(root / r["audio"])) for r in self._rows(root, "asr", split)]
+            for uid, text, speaker, dur, load in items:
+                if limit is not None and len(out) >= limit:
+                    return out
+                if normalize(text) in banned or (dur is not None and dur > max_s):
+                    continue
+                a = load()
+                a = a if a.dtype == np.int16 else _to_int16(a)
+                if len(a) <= max_s * SAMPLE_RATE:
+                    out.append(Utterance(id=uid, audio=a, text=text, speaker=speaker))
         return out
 
     def questions(self, split: str, answers_file: str | None = None, limit: int | None = None) -> list[SpokenQuestion]:
-        answers = {}
-        if answers_file:
-            answers = {r["id"]: r["answer"] for r in _read_jsonl(self.root / answers_file)}
-        out = []
-        for r in self._rows("qa", split)[:limit]:
-            out.append(SpokenQuestion(id=r["id"], audio=load_audio16(self.root / r["audio"]), question=r["question"],
-                                      answer=answers.get(r["id"], ""), speaker=r.get("speaker", "")))
-        return out
+        """Spoken questions; ``answer`` from the dataset (manifest layout) or ``answers_file`` (ours)."""
+        out: list[SpokenQuestion] = []
+        for root in self.roots:
+            if self._is_manifest(root):
+                for r in self._records(root, "qa", split):
+                    out.append(SpokenQuestion(id=r.id, audio=_to_int16(r.load_question_audio(SAMPLE_RATE)),
+                                              question=r.question, answer=r.answer, speaker=r.voice, llm=r.llm))
+            else:
+                answers = {a["id"]: a["answer"] for a in _read_jsonl(root / answers_file)} if answers_file else {}
+                for r in self._rows(root, "qa", split):
+                    out.append(SpokenQuestion(id=r["id"], audio=load_audio16(root / r["audio"]), question=r["question"],
+                                              answer=answers.get(r["id"], ""), speaker=r.get("speaker", "")))
+        return out[:limit]
+
+    def answered_questions(self, split: str, llm, limit: int | None = None, progress: bool = False
+                           ) -> list[SpokenQuestion]:
+        """Spoken questions with the frozen ``llm``'s typed answers: the dataset's own where its
+        ``llm`` card matches, else computed once and cached next to our layout's ``qa.jsonl``."""
+        from training.speech_answers import ensure_answers
+
+        out: list[SpokenQuestion] = []
+        for root in self.roots:
+            sub = SpeechCorpus([root])
+            if self._is_manifest(root):
+                qs = [q for q in sub.questions(split) if q.llm == llm.cfg.card and q.answer.strip()]
+            else:
+                name = ensure_answers(llm, root, progress=progress)
+                qs = [q for q in sub.questions(split, name) if q.answer.strip()]
+            out += qs
+        return out[:limit]
 
     def episodes(self, split: str, limit: int | None = None) -> list[Episode]:
-        out = []
-        for r in self._rows("episodes", split)[:limit]:
-            out.append(Episode(
-                id=r["id"], audio=load_audio16(self.root / r["audio"]),
-                speaking=np.asarray(r["speaking"], dtype=bool), labels=np.asarray(r["labels"], dtype=np.int64),
-                tags=list(r.get("tags", [])), speaker=r.get("speaker", ""),
-            ))
+        out: list[Episode] = []
+        for root in self.roots:
+            if self._is_manifest(root):
+                for d in self._records(root, "dialogues", split):
+                    if limit is not None and len(out) >= limit:
+                        break
+                    out.append(_episode_from_dialogue(d))
+            else:
+                for r in self._rows(root, "episodes", split):
+                    if limit is not None and len(out) >= limit:
+                        break
+                    out.append(Episode(
+                        id=r["id"], audio=load_audio16(root / r["audio"]),
+                        speaking=np.asarray(r["speaking"], dtype=bool), labels=np.asarray(r["labels"], dtype=np.int64),
+                        tags=list(r.get("tags", [])), speaker=r.get("speaker", ""),
+                    ))
         return out
+
+
+def _to_int16(audio: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+
+
+def _episode_from_dialogue(d) -> Episode:  # d: training.data.Dialogue
+    """A project-dataset dialogue -> user channel, per-chunk labels, agent-speaking flags and tags.
+
+    The agent speaks in chunk k when its turn covers the chunk's end t (start < t <= end), the
+    same rule the label contract uses for "silence while the agent speaks".
+    """
+    audio = d.load_audio(SAMPLE_RATE)[:, 0]
+    labels = d.label_array()
+    n = len(labels)
+    ends = (np.arange(n) + 1) * d.chunk_seconds
+    starts = ends - d.chunk_seconds
+    speaking = np.zeros(n, dtype=bool)
+    for s in d.segments:
+        if s.channel == "agent" and s.kind == "turn":
+            speaking |= (ends > s.start + 1e-9) & (ends <= s.end + 1e-9)
+    tags = np.array(["agent-silence" if sp else "silence" for sp in speaking], dtype=object)
+    # Lowest priority first; later assignments win.
+    for s in d.segments:
+        if s.channel != "user" or s.kind != "turn":
+            continue
+        over = (starts < s.end) & (ends > s.start)
+        tags[over] = "speech"
+        for ps, pe in s.pauses:
+            # Chunks decided inside the pause, once the speech has stopped for the contract's
+            # end margin: where a silence-based end-of-turn detector would cut the user off.
+            tags[(ends >= ps + 0.08 - 1e-9) & (ends <= pe + 1e-9)] = "pause"
+    for s in d.segments:
+        if s.channel == "user" and s.kind in ("backchannel", "noise", "background", "side"):
+            tags[(starts < s.end) & (ends > s.start)] = s.kind
+        if s.channel == "user" and s.kind == "turn" and s.bargein:
+            tags[(starts < s.end) & (ends > s.start) & speaking] = "bargein"
+    tags[labels == 1] = "gap"
+    return Episode(id=d.id, audio=_to_int16(audio), speaking=speaking, labels=labels.astype(np.int64),
+                   tags=[str(t) for t in tags], speaker=d.user_voice)
 
 
 def batch_audio(clips: Sequence[np.ndarray], gain_db: Sequence[float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -188,7 +188,6 @@ def run_eval(cfg, data_dir: str, weights: str | None = None, limit: int | None =
     from agent.llm import load_llm
     from agent.speech_input import build_speech_input
     from agent.speech_weights import load_weights
-    from training.speech_answers import ensure_answers
     from training.speech_data import SpeechCorpus
 
     t0 = time.perf_counter()
@@ -206,7 +205,6 @@ def run_eval(cfg, data_dir: str, weights: str | None = None, limit: int | None =
     if "state" in parts:
         out.update(state_metrics(speech, llm, layout, corpus.episodes("test", limit=limit), progress))
     if "qa" in parts:
-        name = ensure_answers(llm, data_dir, progress=progress)
-        out.update(qa_agreement(speech, llm, layout, corpus.questions("test", name, limit=limit), progress))
+        out.update(qa_agreement(speech, llm, layout, corpus.answered_questions("test", llm, limit, progress), progress))
     out["seconds"] = time.perf_counter() - t0
     return out

@@ -30,9 +30,12 @@ from training import checkpoint as ckpt
 from training.common import (
     LengthBatcher,
     augment_audio,
+    autocast,
     config_from,
     llm_fingerprint,
     load_models,
+    param_groups,
+    set_lr,
     set_threads,
     spec_augment,
     write_json,
@@ -70,7 +73,7 @@ class CTCObjective(nn.Module):
             mel = spec_augment(mel, gen)
         frames = enc.forward_mel(mel)
         frame_lengths = torch.div(lengths + 319, 320, rounding_mode="floor").clamp(max=frames.shape[1])
-        logp = self.speech.ctc(frames).log_softmax(-1).float()
+        logp = self.speech.ctc(frames).float().log_softmax(-1)
         return F.ctc_loss(logp.transpose(0, 1), targets, frame_lengths, target_lengths, blank=0, zero_infinity=True)
 
 
@@ -100,13 +103,13 @@ def setup(cfg: AgentConfig, data_dir: str | Path, run_dir: str | Path, init: str
     info = init_distributed()
     stage = cfg.speech.stage1
     set_threads(stage)
-    llm, speech = load_models(cfg, init)
+    llm, speech = load_models(cfg, init, stage.llm_dtype)
     params = speech.set_stage(STAGE)
     speech.train()
     corpus = SpeechCorpus(data_dir)
     train_set = [u for u in corpus.utterances("train", stage.max_audio_s) if text_to_ctc(u.text)]
     test_set = corpus.utterances("test", stage.max_audio_s, limit=eval_limit)
-    optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(speech, params, stage), lr=stage.lr, weight_decay=stage.weight_decay)
     batcher = LengthBatcher([len(u.audio) for u in train_set], stage.batch_size, info.rank, info.world, cfg.seed)
     run_dir = Path(run_dir)
     run = Stage1Run(cfg=cfg, run_dir=run_dir, info=info, llm=llm, speech=speech, model=wrap_ddp(CTCObjective(speech), info),
@@ -168,9 +171,9 @@ def train(run: Stage1Run, stop_after: int | None = None) -> dict:
     running, t0 = [], time.perf_counter()
     while run.step < run.total_steps:
         lr = ckpt.lr_at(run.step, stage.lr, stage.warmup, run.total_steps)
-        for g in run.optimizer.param_groups:
-            g["lr"] = lr
-        loss = run.model(*_batch(run, run.batcher.next()), gen=run.gen)
+        set_lr(run.optimizer, lr)
+        with autocast(stage):
+            loss = run.model(*_batch(run, run.batcher.next()), gen=run.gen)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_([p for p in run.speech.parameters() if p.requires_grad], stage.grad_clip)

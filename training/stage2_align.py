@@ -29,9 +29,12 @@ from training import checkpoint as ckpt
 from training.common import (
     LengthBatcher,
     augment_audio,
+    autocast,
     config_from,
     llm_fingerprint,
     load_models,
+    param_groups,
+    set_lr,
     set_threads,
     write_json,
     write_run_config,
@@ -109,7 +112,7 @@ def setup(cfg: AgentConfig, data_dir: str | Path, run_dir: str | Path, init: str
     info = init_distributed()
     stage = cfg.speech.stage2
     set_threads(stage)
-    llm, speech = load_models(cfg, init)
+    llm, speech = load_models(cfg, init, stage.llm_dtype)
     params = speech.set_stage(STAGE)
     speech.train()
     layout = ChatLayout.for_llm(llm, cfg.speech.transcribe_instruction)
@@ -117,7 +120,7 @@ def setup(cfg: AgentConfig, data_dir: str | Path, run_dir: str | Path, init: str
     train_set = corpus.utterances("train", stage.max_audio_s)
     targets = [llm.encode_text(u.text.strip()) for u in train_set]
     test_set = corpus.utterances("test", stage.max_audio_s, limit=eval_limit)
-    optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(speech, params, stage), lr=stage.lr, weight_decay=stage.weight_decay)
     batcher = LengthBatcher([len(u.audio) for u in train_set], stage.batch_size, info.rank, info.world, cfg.seed)
     run_dir = Path(run_dir)
     model = wrap_ddp(AlignObjective(speech, llm, layout, PrefixCache(llm, layout.prefix)), info)
@@ -158,12 +161,12 @@ def train(run: Stage2Run, stop_after: int | None = None) -> dict:
     running, t0 = [], time.perf_counter()
     while run.step < run.total_steps:
         lr = ckpt.lr_at(run.step, stage.lr, stage.warmup, run.total_steps)
-        for g in run.optimizer.param_groups:
-            g["lr"] = lr
+        set_lr(run.optimizer, lr)
         idx = run.batcher.next()
         audio, lengths = batch_audio([run.train_set[i].audio for i in idx])
         audio = augment_audio(audio, lengths, run.gen, noise_prob=0.3)
-        loss = run.model(audio, lengths, [run.targets[i] for i in idx])
+        with autocast(stage):
+            loss = run.model(audio, lengths, [run.targets[i] for i in idx])
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_([p for p in run.speech.parameters() if p.requires_grad], stage.grad_clip)

@@ -34,9 +34,12 @@ from agent.speech_weights import save_weights
 from configs import AgentConfig
 from training import checkpoint as ckpt
 from training.common import (
+    autocast,
     config_from,
     llm_fingerprint,
     load_models,
+    param_groups,
+    set_lr,
     set_threads,
     write_json,
     write_run_config,
@@ -52,7 +55,6 @@ from training.distributed import (
     wrap_ddp,
 )
 from training.recipe_args import add_recipe_args
-from training.speech_answers import ensure_answers, load_answer_ids
 from training.speech_data import Episode, ShardedSampler, SpeechCorpus, SpokenQuestion, episode_segments
 from training.speech_eval import qa_agreement, segment_inputs, speech_embeddings, state_metrics
 
@@ -172,31 +174,28 @@ def setup(cfg: AgentConfig, data_dir: str | Path, run_dir: str | Path, init: str
     info = init_distributed()
     stage = cfg.speech.stage3
     set_threads(stage)
-    llm, speech = load_models(cfg, init)
+    llm, speech = load_models(cfg, init, stage.llm_dtype)
     layout = ChatLayout.for_llm(llm, cfg.speech.transcribe_instruction)
     run_dir = Path(run_dir)
-    # The typed answers are the targets; computed once per corpus and LLM (rank 0 writes them).
-    if info.is_main:
-        ensure_answers(llm, data_dir, progress=progress)
-    barrier(info)
-    from training.speech_answers import answers_file
-
-    name = answers_file(llm)
-    answer_ids = load_answer_ids(data_dir, name)
+    # The typed answers are the targets (the dataset's, or computed once per corpus and LLM by rank 0).
     corpus = SpeechCorpus(data_dir)
-    questions = [q for q in corpus.questions("train", name) if q.id in answer_ids and answer_ids[q.id]]
+    if info.is_main:
+        corpus.answered_questions("train", llm, progress=progress)
+    barrier(info)
+    questions = corpus.answered_questions("train", llm)
     episodes = corpus.episodes("train")
     # Encoder and adapter are frozen here: their outputs are computed once.
     q_emb = speech_embeddings(speech, [q.audio for q in questions])
-    qa_items = [QAItem(e, llm.encode_text(q.question), answer_ids[q.id]) for q, e in zip(questions, q_emb, strict=True)]
+    qa_items = [QAItem(e, llm.encode_text(q.question), llm.encode_text(q.answer.strip()))
+                for q, e in zip(questions, q_emb, strict=True)]
     e_emb = speech_embeddings(speech, [e.audio for e in episodes])
     seg_items = [SegmentItem(emb, ep.speaking, ep.labels, s, e) for ep, emb in zip(episodes, e_emb, strict=True)
                  for s, e in episode_segments(ep.labels)]
-    test_questions = corpus.questions("test", name, limit=eval_limit)
+    test_questions = corpus.answered_questions("test", llm, limit=eval_limit)
     test_episodes = corpus.episodes("test", limit=eval_limit)
     params = speech.set_stage(STAGE)
     speech.train()
-    optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(param_groups(speech, params, stage), lr=stage.lr, weight_decay=0.0)
     model = wrap_ddp(QAStateObjective(speech, llm, layout, PrefixCache(llm, layout.prefix), _class_weights(seg_items),
                                       cfg.speech.state_loss_weight), info)
     run = Stage3Run(cfg=cfg, run_dir=run_dir, info=info, llm=llm, speech=speech, layout=layout, model=model,
@@ -251,11 +250,11 @@ def train(run: Stage3Run, stop_after: int | None = None) -> dict:
     seg_batch = max(1, stage.batch_size // 2)
     while run.step < run.total_steps:
         lr = ckpt.lr_at(run.step, stage.lr, stage.warmup, run.total_steps)
-        for g in run.optimizer.param_groups:
-            g["lr"] = lr
+        set_lr(run.optimizer, lr)
         qa = [run.qa_items[i] for i in run.qa_sampler.take(stage.batch_size)]
         segs = [run.seg_items[i] for i in run.seg_sampler.take(seg_batch)]
-        loss, parts = run.model(qa, segs)
+        with autocast(stage):
+            loss, parts = run.model(qa, segs)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_([p for p in run.speech.parameters() if p.requires_grad], stage.grad_clip)
