@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--model", default=None, help="hubert: local HubertModel dir or hub:org/name")
     f.add_argument("--num-units", type=int, default=500)
     f.add_argument("--max-utterances", type=int, default=3000, help="utterances read (agent and user voices)")
+    f.add_argument("--agent-share", type=float, default=0.8,
+                   help="share of agent-voice utterances (the voice the decoder speaks needs the finer units)")
     f.add_argument("--max-frames", type=int, default=300_000, help="frames k-means is fitted on")
     f.add_argument("--iters", type=int, default=30)
     f.add_argument("--seed", type=int, default=0)
@@ -69,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=cmd_eval)
 
 
-def _signals(data: str, limit: int):
+def _signals(data: str, limit: int, agent_share: float = 0.8):
     """Utterance audio at 16 kHz from a corpus (agent and user voices) or a folder of WAVs."""
     from speech_io.wav import read_wav, resample
 
@@ -80,8 +82,11 @@ def _signals(data: str, limit: int):
         recs = load_manifest(root, "utterances", "train")
         agent = [r for r in recs if r.role == "agent"]
         user = [r for r in recs if r.role != "agent"]
-        # Half agent voice (what the decoder speaks), half user voices (what the agent hears).
-        picked = agent[: limit // 2] + user[: limit - min(len(agent), limit // 2)]
+        # Mostly the agent voice (what the decoder speaks, where unit detail matters most), the
+        # rest user voices (what the agent hears: the generator only needs coarser units there).
+        n_agent = min(len(agent), int(round(limit * agent_share)))
+        n_user = min(len(user), max(0, limit - n_agent), int(round(n_agent * (1 - agent_share) / max(agent_share, 1e-6))))
+        picked = agent[:n_agent] + user[:n_user]
         for r in picked:
             yield r.load_audio(16000)
         return
@@ -108,9 +113,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
             print("error: --backend hubert needs --model DIR|hub:org/name", file=sys.stderr)
             return 2
         feats = HubertUnitFeatures.build(args.model, args.layer)
-    book = fit_codebook(feats, _signals(args.data, args.max_utterances), num_units=args.num_units, iters=args.iters,
-                        seed=args.seed, max_frames=args.max_frames,
-                        description=f"fitted on {args.data} ({args.max_utterances} utterances max)")
+    book = fit_codebook(feats, _signals(args.data, args.max_utterances, args.agent_share), num_units=args.num_units,
+                        iters=args.iters, seed=args.seed, max_frames=args.max_frames,
+                        description=f"fitted on the train split of {args.data} ({args.max_utterances} utterances max, "
+                                    f"agent share {args.agent_share})")
     path = book.save(args.out)
     silent = sorted(book.silent_units())
     print(f"wrote {path}: {book.num_units} units of {book.dim}-d {args.backend} features, "
