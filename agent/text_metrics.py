@@ -18,7 +18,11 @@ _CONTRACTIONS = {
     "what's": "what is", "there's": "there is", "he's": "he is", "she's": "she is", "here's": "here is",
     "who's": "who is", "where's": "where is", "how's": "how is",
 }
-_SPELLING = {"okay": "ok", "mm-hm": "mhm", "mm-hmm": "mhm", "mmhmm": "mhm", "uh-huh": "uhhuh", "colour": "color"}
+_SPELLING = {"okay": "ok", "mm-hm": "mhm", "mm-hmm": "mhm", "mmhmm": "mhm", "uh-huh": "uhhuh",
+    # British/American spellings are the same word to a listener.
+    "colour": "color", "favourite": "favorite", "favour": "favor", "neighbour": "neighbor", "honour": "honor",
+    "centre": "center", "theatre": "theater", "metre": "meter", "grey": "gray", "travelled": "traveled",
+}
 
 
 def number_to_words(n: int) -> str:

@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+
 class _PassCounter:
     """Counts passed tests so a run where nothing passed can be failed."""
 

@@ -92,10 +92,10 @@ def test_local_dir_loads_through_from_pretrained(tmp_path, tiny_llm):
 
 
 def test_hub_id_without_network_fails_cleanly(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
     from agent.llm import load_llm
     from configs import LLMConfig
-
-    import huggingface_hub.constants
 
     # The env var is read when huggingface_hub is imported; set the live flag (no network here:
     # online it would spend ~45 s in retries before failing the same way).

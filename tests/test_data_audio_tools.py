@@ -127,7 +127,13 @@ def test_espeak_voice_word_times_follow_the_audio(default_cfg):
 
 
 def test_voice_ids_round_trip_and_heldout_is_stable():
-    from training.data.voices import AGENT_VOICE, VoiceSpec, heldout_user_voices, train_user_voices, user_voices
+    from training.data.voices import (
+        AGENT_VOICE,
+        VoiceSpec,
+        heldout_user_voices,
+        train_user_voices,
+        user_voices,
+    )
 
     for v in user_voices() + (AGENT_VOICE,):
         assert VoiceSpec.parse(v.id).id == v.id
@@ -156,7 +162,7 @@ def test_emotion_classifier_save_load_predicts_the_same(tmp_path):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.1  # five clearly different renderings are separable
+    assert loss.item() < 0.1  # five clearly different renderings are separable
     path = model.save(tmp_path / "clf.pt")
     loaded = EmotionClassifier.load(path)
     torch.testing.assert_close(loaded(x), model.eval()(x))

@@ -5,8 +5,14 @@ import pytest
 
 from training.data.labels import (
     CONTINUE as C,
+)
+from training.data.labels import (
     INTERRUPT as I,
+)
+from training.data.labels import (
     REJECT as R,
+)
+from training.data.labels import (
     Span,
     UserTurn,
     chunk_labels,

@@ -51,7 +51,7 @@ def test_manifests_load_with_audio_splits_and_voices(tiny_data):
         assert np.abs(audio).max() > 0.05
         times = [(w.start, w.end) for w in u.words]
         assert all(0 <= s <= e <= u.duration + 1e-3 for s, e in times)
-        assert all(a[1] <= b[0] + 1e-6 for a, b in zip(times, times[1:]))  # monotone, no overlap
+        assert all(a[1] <= b[0] + 1e-6 for a, b in zip(times, times[1:], strict=False))  # monotone, no overlap
         if u.role == "user":
             assert u.heldout_voice == (u.split == "test")  # held-out voices speak only held-out text
     assert {u.split for u in utts} == {"train", "val", "test"}

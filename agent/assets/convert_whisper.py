@@ -142,7 +142,6 @@ def convert(card: ModelCard, src: Path, out_dir: Path) -> None:
         WhisperForConditionalGeneration,
         WhisperTokenizerFast,
     )
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

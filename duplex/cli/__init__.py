@@ -11,9 +11,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from duplex.cli import assets_cmd, bench_cmd, config_cmd, data_cmd, llm_cmd, train_cmd, tts_cmd, voice_cmd
+from duplex.cli import (
+    assets_cmd,
+    bench_cmd,
+    config_cmd,
+    data_cmd,
+    eval_cmd,
+    llm_cmd,
+    train_cmd,
+    tts_cmd,
+    units_cmd,
+    voice_cmd,
+)
 
-COMMAND_MODULES = (assets_cmd, config_cmd, voice_cmd, llm_cmd, bench_cmd, data_cmd, train_cmd, tts_cmd)
+COMMAND_MODULES = (
+    assets_cmd, config_cmd, voice_cmd, llm_cmd, bench_cmd, data_cmd, train_cmd, eval_cmd, units_cmd, tts_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +45,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from agent.phonemize import PhonemizerError
     from configs import ConfigError
     from speech_io.wav import AudioFormatError
+    from training.speech_data import DataError
 
-    return (AssetError, ConfigError, PhonemizerError, AudioFormatError, FileNotFoundError)
+    return (AssetError, ConfigError, PhonemizerError, AudioFormatError, FileNotFoundError, DataError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "llm": ("duplex.bench.llm", "frozen LLM prefill/decode tokens/s (fp32, bf16), peak RSS"),
     "voice": ("duplex.bench.voice", "reference voice real-time factor and time to first audio"),
     "tts": ("duplex.bench.tts", "streaming unit decoder: first packet, RTF, emotion switch time"),
+    "encoder": ("duplex.bench.encoder", "one 160 ms chunk: streaming encoder + adapter + LLM prefill + state head"),
+    "generator": ("duplex.bench.generator", "unit generator: one chunk step (user + agent) time and RTF"),
 }
 
 

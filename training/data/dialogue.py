@@ -27,7 +27,14 @@ from training.data import augment as aug
 from training.data.align import trim
 from training.data.labels import REJECT_KINDS, Span, UserTurn, chunk_labels, labels_to_string, num_chunks
 from training.data.manifest import Segment, WordTime, r6
-from training.data.text_sources import BACKCHANNELS, BARGEIN_OPENERS, SIDE_TALK, chatterbot_conversations, incomplete_cut_points
+from training.data.text_sources import (
+    BACKCHANNELS,
+    BARGEIN_OPENERS,
+    FILLERS,
+    SIDE_TALK,
+    chatterbot_conversations,
+    incomplete_cut_points,
+)
 from training.data.voices import AGENT_VOICE, Rendered, VoiceBank, VoiceSpec, train_user_voices
 
 STAGES = ("turn", "duplex", "overlap")
@@ -279,13 +286,18 @@ class DialogueBuilder:
                     t = user_event("background", bg, t, spec, level_db=float(rng.uniform(-20, -12)))
                     events_end = t + samples(rng.uniform(0.4, 1.0))
 
-            # The user's turn (maybe a barge-in, maybe with a mid-turn pause).
+            # The user's turn (maybe a barge-in, maybe with a mid-turn pause, maybe a filler).
+            cut_shift = 0
+            if stage != "turn" and not bargein and rng.random() < 0.12:
+                lead = str(rng.choice(FILLERS[:4]))  # one-word fillers: "um, what is ..."
+                text = f"{lead}, {text[0].lower() + text[1:] if not text.startswith('I ') else text}"
+                cut_shift = 1
             p = self._render(user, text, seed())
             parts = [p]
             if stage != "turn" and rng.random() < cfg.pause_prob and len(p.words) >= 4:
                 cuts = incomplete_cut_points(" ".join(w.word for w in p.words))
-                if ex.pause_cut is not None and not bargein and ex.pause_cut < len(p.words) - 1:
-                    cuts = [ex.pause_cut]
+                if ex.pause_cut is not None and not bargein and ex.pause_cut + cut_shift < len(p.words) - 1:
+                    cuts = [ex.pause_cut + cut_shift]
                 if cuts:
                     parts = list(cut_at_word(p, int(rng.choice(cuts)), rate))
             if bargein:
@@ -310,6 +322,18 @@ class DialogueBuilder:
             for i, part in enumerate(parts):
                 if i:
                     pause = samples(rng.uniform(cfg.pause_min, cfg.pause_max))
+                    if pause > samples(0.8) and rng.random() < 0.3:
+                        # "I was thinking about ... um ... going to the park": a filler inside the
+                        # pause; the user still holds the floor.
+                        filler = self._render(user, str(rng.choice(FILLERS[:2])), seed())
+                        first = samples(rng.uniform(0.2, 0.4))
+                        rest = max(samples(0.2), pause - first - len(filler.audio))
+                        pauses.append([sec(pos), sec(pos + first)])
+                        pos += first
+                        ut.add(pos, fade(filler.audio, rate))
+                        words += words_at(filler, pos)
+                        pos += len(filler.audio)
+                        pause = rest
                     pauses.append([sec(pos), sec(pos + pause)])
                     pos += pause
                 ut.add(pos, part.audio)

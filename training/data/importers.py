@@ -239,7 +239,7 @@ def _fisher_segments(raw: dict[str, list[tuple[float, float, str]]], max_pause: 
     segs.sort(key=lambda x: (x.start, x.channel))
     # An agent (A) turn answers the last user (B) turn that ended before it started (+1 s slack).
     answered: set[int] = set()
-    for i, a in enumerate(segs):
+    for a in segs:
         if a.channel != "agent":
             continue
         cands = [j for j, u in enumerate(segs) if u.channel == "user" and u.kind == "turn" and u.start < a.start

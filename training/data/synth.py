@@ -31,10 +31,22 @@ import numpy as np
 
 from configs.schema import AgentConfig
 from training.data.manifest import (
-    EMOTIONS, QAItem, Record, Utterance, WordTime, atomic_write_text, r6, write_manifest,
+    EMOTIONS,
+    QAItem,
+    Record,
+    Utterance,
+    WordTime,
+    atomic_write_text,
+    r6,
+    write_manifest,
 )
 from training.data.text_sources import (
-    all_questions, chatterbot_conversations, pause_sentences, spoken_answer, stable_hash, text_split,
+    all_questions,
+    chatterbot_conversations,
+    pause_sentences,
+    spoken_answer,
+    stable_hash,
+    text_split,
 )
 
 PLAN_VERSION = 1
@@ -163,14 +175,12 @@ def plan_items(cfg: AgentConfig, seed: int, answers: dict[str, dict[str, Any]]) 
         voices = [_voice_for(rng, a["split"]) for _ in range(d.qa_voices_per_question)]
         jobs.append(Job(qid, "qa", item_seed(seed, qid), {"answer_job": aid, "voices": voices}))
 
-    k = 0
     for stage, count in (("turn", d.turn_dialogues), ("duplex", d.duplex_dialogues), ("overlap", d.overlap_dialogues)):
         for i in range(count):
             did = f"dlg-{stage}-{i:04d}"
             split = text_split(f"{seed}/{did}", d.val_text_fraction, d.test_text_fraction)
             plan = _dialogue_plan(rng, did, split, stage, item_seed(seed, did), pools, by_split[split], d.dialogue_seconds)
             jobs.append(Job(did, "dlg", plan.seed, {"plan": dataclasses.asdict(plan)}))
-            k += 1
 
     voices = list(user_voices())
     chosen = sorted(_pick(rng, voices, min(d.emotion_other_voices, len(voices))), key=lambda v: (v.engine, v.id))
@@ -305,8 +315,8 @@ def _augmented_user(ctx: WorkerContext, voice: str, text: str, seed: int, split:
     if chain.noise == "babble":
         from training.data.dialogue import DialogueBuilder
 
-        babble = DialogueBuilder(ctx.bank, ctx.cfg.data)._babble(rng, len(r.audio))
-        babble = babble if babble is not None else None
+        builder = DialogueBuilder(ctx.bank, ctx.cfg.data)
+        babble = resample(builder._babble(rng, len(r.audio)), builder.rate, r.sample_rate)
     audio = aug.apply_chain(r.audio, r.sample_rate, chain, rng, babble=babble)
     audio = resample(audio, r.sample_rate, rate)
     return audio, _words(r.words, 1.0 / chain.speed), chain.as_dict()

@@ -49,7 +49,7 @@ _PAUSE_TEMPLATES = (
     ("Can you tell me how to", "{task}"),
     ("I would really like to", "{activity} this weekend"),
     ("My {relative} asked me to", "{task}"),
-    ("Do you know if I should", "{task} before {time}"),
+    ("Do you know if I should", "{task} {time}"),
     ("I need to remember to", "{task} {time}"),
     ("What do you think about", "{activity_ing} with my {relative}"),
     ("Could you help me find a way to", "{task}"),
@@ -118,8 +118,9 @@ class Conversation:
 @lru_cache(maxsize=1)
 def chatterbot_conversations() -> tuple[Conversation, ...]:
     """English chatterbot-corpus conversations whose lines are all speakable."""
-    import yaml
     from importlib import resources
+
+    import yaml
 
     try:
         root = resources.files("chatterbot_corpus").joinpath("data", "english")
@@ -163,7 +164,8 @@ def pause_sentences() -> tuple[tuple[str, str, int], ...]:
             combos = [dict(c, **{slot: v}) for c in combos for v in _SLOTS[slot]][:60]
         for ci, combo in enumerate(combos):
             h, t = head.format(**combo), tail.format(**combo)
-            out.append((f"pause:{ti}/{ci}", f"{h} {t}.", len(h.split())))
+            end = "?" if h.split()[0] in ("Can", "Do", "What", "Could", "Is", "How") else "."
+            out.append((f"pause:{ti}/{ci}", f"{h} {t}{end}", len(h.split())))
     return tuple(out)
 
 
