@@ -102,6 +102,153 @@ class TransportConfig:
 
 
 @dataclass(kw_only=True)
+class TTSConfig:
+    """The streaming unit-to-waveform decoder and its emotion plugins (agent/tts.py)."""
+
+    card: str = "tts-unit-decoder"
+    """Trained front end + upsampler: a card name, card YAML or a .safetensors file (decoder from the voice)."""
+    plugins: dict[str, str] = field(default_factory=lambda: {
+        "happy": "tts-emotion-happy", "sad": "tts-emotion-sad",
+        "angry": "tts-emotion-angry", "surprised": "tts-emotion-surprised",
+    })
+    """Emotion name -> plugin card (or .safetensors file); neutral is the decoder without plugin."""
+    emotion: str = "neutral"
+    """Emotion of utterances that do not ask for one."""
+    chunk_units: int = 4
+    """Units per streaming step (4 = 160 ms, the unit generator's chunk)."""
+    num_threads: int = 1
+    """torch threads for the decoder (0 keeps torch's default)."""
+
+
+@dataclass(kw_only=True)
+class TTSTrainConfig:
+    """Training of the unit decoder (training/tts_neutral.py) and its plugins (training/tts_emotion.py)."""
+
+    cache_dir: str = "~/.cache/duplex-agent/tts-train"
+    """Piper renderings, latents and units (reused across runs)."""
+    out_dir: str = "runs/tts"
+    """Checkpoints, loss curves and reports."""
+    units: str = "auto"
+    """Unit tokenizer: 'auto' (the project's units.card if it loads, else a TEMPORARY codebook), 'tmp', or a codebook path."""
+    render_seeds: int = 1
+    """Piper renderings (seeds) per text in the corpus."""
+    lookahead: int = 1
+    """Units of lookahead of a newly trained decoder."""
+    steps: int = 2500
+    """Optimizer steps of latent distillation."""
+    mel_steps: int = 300
+    """Further steps with the audio-domain mel loss through the frozen decoder."""
+    batch: int = 8
+    """Windows per step (latent stage)."""
+    window_units: int = 50
+    """Units per training window (latent stage; 50 = 2 s)."""
+    mel_batch: int = 4
+    """Windows per step (mel stage)."""
+    mel_window_units: int = 20
+    """Units per training window (mel stage; 20 = 0.8 s)."""
+    lr: float = 2e-3
+    """Peak learning rate (AdamW, warmup then cosine)."""
+    mel_weight: float = 1.0
+    """Weight of the mel loss (the latent L1 is kept beside it)."""
+    eval_items: int = 40
+    """Held-out items judged by Whisper at the end."""
+    emotion_classifier: str = "/work/data/default/emotion_classifier.pt"
+    """The data issue's emotion classifier (judge of the plugins); if absent, the same classifier is trained on our targets."""
+    emotion_train_items: int = 240
+    """Neutral items resynthesised in every emotion for plugin training."""
+    emotion_test_items: int = 40
+    """Held-out (test-split) items resynthesised for evaluation."""
+    emotion_scheme: str = "frontend+upsampler"
+    """Default LoRA positions of the plugins ('+'-joined frontend, upsampler, decoder, or 'all')."""
+    emotion_rank: int = 4
+    """Default LoRA rank of the plugins."""
+    emotion_steps: int = 120
+    """Optimizer steps per plugin."""
+    emotion_lr: float = 3e-3
+    """Learning rate of plugin training."""
+    emotion_batch: int = 3
+    """Windows per plugin step."""
+    emotion_window_units: int = 16
+    """Units per plugin training window."""
+    log_every: int = 50
+    """Steps between loss log lines."""
+    num_threads: int = 1
+    """torch threads for training (1 is fastest on a loaded 2-core machine)."""
+    seed: int = 0
+    """Seed of initialisation and batching."""
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Synthetic spoken-dialogue data (training/data): how much, which voices, which timelines."""
+
+    workers: int = 2
+    """Worker processes for `data synth` (each single-threaded)."""
+    sample_rate: int = 16000
+    """Rate of dialogue audio and of what the encoder hears (utterances keep the voice's rate)."""
+    chunk_seconds: float = 0.16
+    """State-label chunk length (the encoder's chunk; the label contract in training/data/labels.py)."""
+    agent_utterances: int = 1500
+    """Single agent-voice utterances (neutral) for ASR, units and the TTS decoder."""
+    user_utterances: int = 2500
+    """Single user-voice utterances (augmented in train) for ASR."""
+    qa_questions: int = 300
+    """Questions answered by the frozen LLM (self-distillation targets for spoken QA)."""
+    qa_voices_per_question: int = 2
+    """User voices speaking each question."""
+    qa_max_new_tokens: int = 40
+    """Token cap on the LLM's answers (the runtime's cap, so targets match what it would say)."""
+    turn_dialogues: int = 120
+    """Stage-1 dialogues (SyncLLM stage 1): strictly turn-based, fixed short gaps."""
+    duplex_dialogues: int = 240
+    """Stage-2 dialogues: timed two-channel, natural gaps and mid-turn pauses, no overlap."""
+    overlap_dialogues: int = 520
+    """Stage-3 dialogues: overlaps, backchannels, barge-ins, side talk, noise, background speech."""
+    dialogue_seconds: float = 50.0
+    """Target length of one dialogue (turns are added until it is reached)."""
+    emotion_texts: int = 300
+    """Texts rendered in all five emotions by the agent voice."""
+    emotion_other_voices: int = 12
+    """Other voices (user voices) that also get emotional renderings (emotion-classifier data)."""
+    emotion_texts_per_other_voice: int = 25
+    """Texts per other voice in the emotion set."""
+    gap_mean: float = 0.45
+    """Mean gap (s) between the end of one speaker's turn and the start of the other's."""
+    gap_std: float = 0.35
+    """Spread (s) of turn gaps (normal distribution, clipped to [gap_min, gap_max])."""
+    gap_min: float = -0.6
+    """Smallest gap (s) in the overlap stage; negative = the next turn starts before the end."""
+    gap_max: float = 2.0
+    """Largest gap (s)."""
+    turn_gap: float = 0.3
+    """Fixed gap (s) of the turn-based stage."""
+    pause_prob: float = 0.35
+    """Probability that a user turn gets a mid-turn pause (stages 2 and 3)."""
+    pause_min: float = 0.2
+    """Shortest mid-turn pause (s)."""
+    pause_max: float = 1.5
+    """Longest mid-turn pause (s)."""
+    backchannel_prob: float = 0.35
+    """Probability of a user backchannel inside an agent turn (stage 3)."""
+    bargein_prob: float = 0.2
+    """Probability that a user turn barges in on the agent (stage 3)."""
+    bargein_stop: float = 0.3
+    """Seconds after a barge-in starts until the agent's audio stops in the scripted timeline."""
+    side_talk_prob: float = 0.12
+    """Probability of a line addressed to someone else before a user turn (stage 3)."""
+    noise_burst_prob: float = 0.15
+    """Probability of a cough/noise burst per turn (stage 3)."""
+    background_prob: float = 0.12
+    """Probability of background speech per turn (stage 3)."""
+    val_text_fraction: float = 0.05
+    """Share of text (conversations, questions, sentences) in the val split."""
+    test_text_fraction: float = 0.07
+    """Share of text in the test split (held-out text)."""
+    augment_prob: float = 0.8
+    """Probability that a train-split user recording is augmented (speed/pitch/gain/noise/reverb/Opus)."""
+
+
+@dataclass(kw_only=True)
 class AgentConfig:
     preset: str = "default"
     """Name of the preset this config was built from."""
@@ -117,3 +264,205 @@ class AgentConfig:
     """Voice activity detection on the user's audio (all transports)."""
     transport: TransportConfig = field(default_factory=TransportConfig)
     """WebRTC server limits, ICE, jitter buffer; local audio device settings."""
+
+
+@dataclass(kw_only=True)
+    tts: TTSConfig = field(default_factory=lambda: TTSConfig())
+    """The streaming unit decoder and its LoRA emotion plugins."""
+    tts_train: TTSTrainConfig = field(default_factory=lambda: TTSTrainConfig())
+    """Training of the unit decoder and its plugins."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Synthetic data (training/data): counts, voices, timelines, augmentation."""
+    speech: SpeechConfig = field(default_factory=lambda: SpeechConfig())
+    """Speech input: streaming encoder, adapter, state head, and their three training stages."""
+    units: UnitsConfig = field(default_factory=lambda: UnitsConfig())
+    """The 25 Hz speech-unit tokenizer."""
+    generator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig())
+    """The SyncLLM-style interleaved unit generator."""
+    units_train: UnitTrainConfig = field(default_factory=lambda: UnitTrainConfig())
+    """Training of the unit generator (three stages)."""
+
+
+@dataclass(kw_only=True)
+class EncoderConfig:
+    init_card: str = "whisper-tiny-en"
+    """Whisper card the encoder starts from before training; "" = random init (tests)."""
+    d_model: int = 384
+    """Width of the encoder (must match the init card)."""
+    layers: int = 4
+    """Transformer layers."""
+    heads: int = 6
+    """Attention heads."""
+    ffn_dim: int = 1536
+    """Feed-forward width."""
+    n_mels: int = 80
+    """Log-mel bins (Whisper's 80)."""
+    chunk_ms: int = 160
+    """Streaming chunk = attention block, in ms (a multiple of 20 ms; 160 ms = 8 frames at 50 Hz)."""
+    left_chunks: int = 12
+    """Past chunks each frame may attend to (its own chunk always); bounds the KV ring buffers."""
+    rotary_dims: int = 16
+    """Per-head dims that get rotary position embeddings (relative positions for unbounded streams)."""
+    rotary_base: float = 10000.0
+    """Rotary frequency base."""
+    mel_peak_init: float = 1.0
+    """Initial running log10 peak of the mel normalisation (typical speech at a normal level)."""
+    mel_peak_decay: float = 0.002
+    """Running-peak decay per 10 ms frame, log10 units (0.002 = 2 dB per second)."""
+    mel_dynamic_range: float = 8.0
+    """log10 range kept below the running peak (Whisper's 80 dB)."""
+    dropout: float = 0.1
+    """Residual dropout while training."""
+
+
+@dataclass(kw_only=True)
+class AdapterConfig:
+    stack: int = 4
+    """Encoder frames stacked per LLM position (50 Hz / 4 = 12.5 Hz, 2 positions per 160 ms)."""
+    hidden: int = 1024
+    """Hidden width of the adapter MLP."""
+
+
+@dataclass(kw_only=True)
+class StateHeadConfig:
+    hidden: int = 256
+    """Hidden width of the state head MLP; 0 = a single linear layer."""
+    prompt_len: int = 8
+    """Trainable prompt embeddings before the speech (stage 3; steer the LLM from transcribing to answering)."""
+
+
+@dataclass(kw_only=True)
+class StageConfig:
+    steps: int = 1000
+    """Optimiser steps."""
+    batch_size: int = 8
+    """Examples per step (per process under torchrun)."""
+    lr: float = 3e-4
+    """Peak learning rate (AdamW, linear warm-up then cosine decay)."""
+    warmup: int = 50
+    """Warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip."""
+    max_audio_s: float = 8.0
+    """Utterances longer than this are skipped."""
+    log_every: int = 10
+    """Steps between loss-curve rows."""
+    save_every: int = 200
+    """Steps between checkpoints (also saved at the end)."""
+    eval_every: int = 0
+    """Steps between held-out evaluations (0 = only at the end)."""
+    num_threads: int = 0
+    """torch threads per process (0 = torch default)."""
+    autocast_bf16: bool = True
+    """Run the trainable modules' matmuls in bfloat16 (CPUs with AVX512-BF16/AMX: ~4x faster)."""
+    llm_dtype: str = "bfloat16"
+    """dtype of the frozen LLM while training (its weights never change; bf16 is ~4x faster on CPU)."""
+    lr_scales: dict[str, float] = field(default_factory=dict)
+    """Learning-rate multipliers by parameter-name prefix (e.g. {"adapter.": 5.0})."""
+
+
+@dataclass(kw_only=True)
+class SpeechConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """Chunked streaming speech encoder."""
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    """Encoder -> LLM embedding adapter."""
+    state_head: StateHeadConfig = field(default_factory=StateHeadConfig)
+    """Turn-taking state head and prompt embeddings."""
+    weights_card: str = "speech-input-default"
+    """Card of the trained encoder/adapter/prompt/state-head weights; "" = untrained (from init)."""
+    transcribe_instruction: str = "Repeat exactly what I say:"
+    """Text before the speech in stage 2 (ASR through the frozen LLM)."""
+    stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=3000, batch_size=16, lr=3e-4))
+    """Stage 1: encoder + CTC head on characters."""
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=2000, batch_size=8, lr=2e-4,
+                                                                     lr_scales={"adapter.": 5.0}))
+    """Stage 2: encoder + adapter aligned to the frozen LLM (transcripts)."""
+    stage3: StageConfig = field(default_factory=lambda: StageConfig(steps=1500, batch_size=8, lr=1e-3))
+    """Stage 3: prompt embeddings + state head (spoken QA + per-chunk state labels)."""
+    state_loss_weight: float = 1.0
+    """Weight of the state-label loss against the QA loss in stage 3."""
+
+
+@dataclass(kw_only=True)
+class UnitsConfig:
+    card: str = "units-whisper-500"
+    """Unit codebook: a card name (configs/cards), a card YAML, or a codebook .safetensors file."""
+    chunk_ms: int = 160
+    """Streaming extraction chunk (a multiple of 40 ms); units come out at 25 Hz either way."""
+    num_threads: int = 1
+    """torch threads for unit extraction (0 keeps torch's default)."""
+
+
+@dataclass(kw_only=True)
+class GeneratorConfig:
+    card: str = "unit-generator-default"
+    """Trained unit generator: a card name, a card YAML, or a checkpoint .safetensors file."""
+    predict_user: bool = True
+    """Fill user chunks that have not arrived with the model's prediction (SyncLLM); False fills silence."""
+    temperature: float = 0.7
+    """Sampling temperature of agent and predicted-user units (0 = greedy)."""
+    top_k: int = 20
+    """Sample among the k most likely allowed tokens (0 = all)."""
+    max_context: int = 2048
+    """KV-cache slots of one session."""
+    compact_to: int = 1536
+    """When the cache is nearly full, keep this many most recent slots."""
+    num_threads: int = 1
+    """torch threads for the generator (0 keeps torch's default)."""
+    seed: int = 0
+    """Seed of a session's sampler."""
+
+
+@dataclass(kw_only=True)
+class UnitTrainConfig:
+    """The three SyncLLM training stages of the unit generator (training/units_stage*.py)."""
+
+    data_dir: str = "/work/data/default"
+    """Synthetic corpus (manifest + audio) the stages read."""
+    cache_dir: str = "~/.cache/duplex-agent/units-train"
+    """Extracted units, LLM reply vectors and packed sequences (reused across runs)."""
+    out_dir: str = "runs/units"
+    """Checkpoints, loss curves (CSV + PNG) per stage."""
+    chunk_ms: int = 160
+    """Chunk of the interleaved format (160, 200 or 240 ms)."""
+    d_model: int = 256
+    """Generator width."""
+    num_layers: int = 4
+    """Generator blocks."""
+    num_heads: int = 4
+    """Generator attention heads."""
+    ffn_mult: int = 4
+    """Feed-forward width multiple."""
+    use_hidden: bool = True
+    """Condition on the LLM's hidden states besides its token embeddings."""
+    text_lookahead: int = 2
+    """Words of reply text read ahead of the word being spoken."""
+    dropout: float = 0.1
+    """Dropout in training."""
+    max_len: int = 1024
+    """Longest training sequence in tokens (longer dialogues are cut into windows)."""
+    batch_tokens: int = 8192
+    """Tokens per optimizer step (per process)."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW, warmup then cosine)."""
+    warmup_steps: int = 100
+    """Linear warmup steps."""
+    stage1_steps: int = 2000
+    """Optimizer steps of stage 1 (turn-based dialogues)."""
+    stage2_steps: int = 1500
+    """Optimizer steps of stage 2 (full-duplex format without overlap)."""
+    stage3_steps: int = 1500
+    """Optimizer steps of stage 3 (overlaps, backchannels, interruptions)."""
+    eval_every: int = 250
+    """Steps between held-out loss evaluations and checkpoints."""
+    max_dialogues: int = 0
+    """Use at most this many dialogues per split (0 = all)."""
+    bf16: bool = True
+    """bf16 autocast for the forward pass (about 2x faster on CPUs with AVX512-BF16)."""
+    num_threads: int = 1
+    """torch threads per training process (1 is faster than 2 on a busy shared machine)."""
+    seed: int = 0
+    """Seed of initialisation and batching."""
