@@ -52,6 +52,10 @@ class SpeechAdapter(StreamingModule[AdapterState]):
         self.register_buffer("embed_scale", torch.tensor(float(embed_rms)))
         nn.init.normal_(self.fc2.weight, std=0.02)
         nn.init.zeros_(self.fc2.bias)
+        # Token-CTC head (stage 2's auxiliary loss): cosine of the output with the LLM's own
+        # (frozen) embedding table, plus a learned blank direction, times a learned scale.
+        self.ctc_blank = nn.Parameter(torch.randn(llm_dim) * embed_rms)
+        self.ctc_log_scale = nn.Parameter(torch.tensor(2.3))
 
     def _init_streaming_state(self, batch_size: int) -> AdapterState:
         dtype = self.fc1.weight.dtype
@@ -81,6 +85,18 @@ class SpeechAdapter(StreamingModule[AdapterState]):
         st.pending[:, :rest] = x[:, n * self.stack :]
         st.count = rest
         return self._project(x[:, : n * self.stack].reshape(b, n, self.stack * d))
+
+
+def token_ctc_logits(adapter: SpeechAdapter, emb: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """(B, N, D) adapter outputs x (V, D) LLM embedding table -> (B, N, V + 1) CTC logits, blank = 0.
+
+    Trained with CTC on the transcript's LLM token ids, this pulls each speech embedding towards
+    the embedding of the token spoken there, so the frozen LLM can read speech like text from the
+    first steps of stage 2 (its own transcript loss alone aligns far more slowly).
+    """
+    cands = torch.cat([adapter.ctc_blank[None].to(table.dtype), table], dim=0)
+    cands = F.normalize(cands.float(), dim=-1)
+    return adapter.ctc_log_scale.exp() * (F.normalize(emb.float(), dim=-1) @ cands.T)
 
 
 def embedding_rms(llm_embedding: torch.Tensor) -> float:

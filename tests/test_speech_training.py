@@ -88,7 +88,7 @@ def test_stage2_loss_falls_llm_unchanged(corpus, tmp_path):
 
     def fixed_loss() -> float:  # the objective on a fixed batch: no sampling noise
         with torch.no_grad():
-            return float(run.model(audio, lengths, run.targets[:8]))
+            return float(run.model(audio, lengths, run.targets[:8])[0])
 
     before = fixed_loss()
     result = stage2_align.train(run)
