@@ -264,9 +264,6 @@ class AgentConfig:
     """Voice activity detection on the user's audio (all transports)."""
     transport: TransportConfig = field(default_factory=TransportConfig)
     """WebRTC server limits, ICE, jitter buffer; local audio device settings."""
-
-
-@dataclass(kw_only=True)
     tts: TTSConfig = field(default_factory=lambda: TTSConfig())
     """The streaming unit decoder and its LoRA emotion plugins."""
     tts_train: TTSTrainConfig = field(default_factory=lambda: TTSTrainConfig())
