@@ -278,6 +278,8 @@ class AgentConfig:
     """The SyncLLM-style interleaved unit generator."""
     units_train: UnitTrainConfig = field(default_factory=lambda: UnitTrainConfig())
     """Training of the unit generator (three stages)."""
+    runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig())
+    """The duplex runtime: workers, turn policy, playout, metrics."""
 
 
 @dataclass(kw_only=True)
@@ -475,3 +477,65 @@ class UnitTrainConfig:
     """torch threads per training process (1 is faster than 2 on a busy shared machine)."""
     seed: int = 0
     """Seed of initialisation and batching."""
+
+
+@dataclass(kw_only=True)
+class TurnPolicyConfig:
+    """How VAD and state head share the floor (duplex/turn_policy.py)."""
+
+    interrupt_threshold: float = 0.5
+    """State-head probability of *interrupt* that takes the turn."""
+    bargein_threshold: float = 0.5
+    """Probability of *continue* (the user holds the floor) that confirms a barge-in while the agent speaks."""
+    reject_threshold: float = 0.5
+    """Probability of *reject* that dismisses a user sound during agent speech (resume at once)."""
+    take_turn_min_silence_s: float = 0.04
+    """The user must have been inactive this long at the end of the chunk that takes the turn."""
+    fallback_silence_s: float = 1.2
+    """Take the turn after this much silence following user speech even without the head (0 = off)."""
+    onset_s: float = 0.04
+    """Activity needed before the agent's audio pauses (on top of the VAD's own start delay)."""
+    resume_after_s: float = 0.16
+    """Inactivity that ends a candidate barge-in without confirmation (the agent resumes)."""
+    bargein_max_s: float = 0.6
+    """Continuous activity over the agent that counts as a barge-in even without the head."""
+    duck_on_vad: bool = True
+    """Pause the agent's audio on an activity onset while the head decides."""
+    active_dbfs: float = -50.0
+    """Minimum frame RMS (dBFS) for a frame inside a VAD segment to count as active speech."""
+
+
+@dataclass(kw_only=True)
+class RuntimeConfig:
+    """The duplex runtime (duplex/): model workers, turn policy, playout, metrics."""
+
+    llm_dtype: str = "bfloat16"
+    """dtype the runtime loads the frozen LLM in (overrides llm.dtype; "" keeps it): bf16 is ~2x faster on AVX512-BF16 CPUs."""
+    llm_threads: int = 1
+    """torch threads of the LLM worker (encoder, adapter, LLM prefill/decode, state head)."""
+    generator_threads: int = 1
+    """torch threads of the generator worker (user units + unit generator)."""
+    tts_threads: int = 1
+    """torch threads of the decoder worker."""
+    listen_batch: int = 4
+    """Chunks of one session that may go through the listener in one pass after a delay (catching up)."""
+    tokens_per_job: int = 2
+    """Reply tokens decoded per LLM job (listening steps of any session run between jobs)."""
+    lead_s: float = 0.32
+    """Decoded agent audio kept ahead of playout while speaking (the generator runs ahead to fill it)."""
+    max_ahead_chunks: int = 3
+    """Chunks the generator may run ahead of the user's audio (it predicts the user's units meanwhile)."""
+    max_reply_s: float = 30.0
+    """Longest reply; an untrained or looping generator is cut here."""
+    max_tail_s: float = 3.0
+    """Speech the generator may add after the reply text has been read completely."""
+    fade_ms: float = 10.0
+    """Fade-out when the agent's audio stops or pauses (and fade-in when it resumes)."""
+    max_backlog_chunks: int = 8
+    """Listening chunks a session may fall behind before old ones are dropped (the server stays real time)."""
+    metrics_jsonl: str = "runs/duplex/turns.jsonl"
+    """Per-turn metrics file (JSON lines; "" = off)."""
+    stall_ms: float = 20.0
+    """Event-loop stalls longer than this are counted by the watchdog."""
+    policy: TurnPolicyConfig = field(default_factory=lambda: TurnPolicyConfig())
+    """Turn-taking policy (VAD + state head)."""
