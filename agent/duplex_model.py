@@ -360,9 +360,12 @@ class DuplexModel:
     def start_reply_units(self, state: DuplexState) -> None:
         state.generator.start_reply()
 
-    def push_text(self, state: DuplexState, text: list[TextChunk]) -> bool:
-        """Hand reply text to the generator without stepping; returns ``reply_ready``."""
+    def push_text(self, state: DuplexState, text: list[TextChunk], start: bool = False) -> bool:
+        """Hand reply text to the generator without stepping (``start``: it begins a new reply);
+        returns ``reply_ready``."""
         gen = state.generator
+        if start:
+            gen.start_reply()
         for chunk in text:
             for i, token in enumerate(chunk.tokens):
                 gen.push_text(token, chunk.hidden[i] if chunk.hidden is not None else None)

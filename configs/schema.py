@@ -537,5 +537,8 @@ class RuntimeConfig:
     """Per-turn metrics file (JSON lines; "" = off)."""
     stall_ms: float = 20.0
     """Event-loop stalls longer than this are counted by the watchdog."""
+    gil_switch_ms: float = 1.0
+    """Python's thread switch interval while the agent runs (default 5 ms): model threads give the GIL
+    back to the event loop sooner, which cuts loop stalls (set process-wide by serve/talk/run/bench)."""
     policy: TurnPolicyConfig = field(default_factory=lambda: TurnPolicyConfig())
     """Turn-taking policy (VAD + state head)."""

@@ -79,6 +79,8 @@ class ReplyRun:
     text_ready_at: float | None = None
     tokens_at_ready: int = 0
     chunks: int = 0
+    units_started: bool = False
+    """The generator was told about this reply (its first text)."""
     units_done: bool = False
     first_units_at: float | None = None
     tts_started: bool = False
@@ -127,12 +129,16 @@ class DuplexSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.records: list[TurnRecord] = []
         self.dropped_chunks = 0
+        self.underruns = 0
+        """Ticks in the middle of a reply with no audio ready (the transport played silence)."""
         self.errors = 0
         self.listen_lag_max_s = 0.0
         """Longest wait between a chunk's end and its decision (input time)."""
         self._converter = None
         self._publish(state_event("listening", 0.0))
-        for coro, name in ((self._listen_loop(), "listen"), (self._unit_loop(), "units"), (self._speech_loop(), "speech")):
+        self._publish({"type": "emotion", "name": state.emotion, "available": ["auto", *self.model.emotions]})
+        for coro, name in ((self._listen_loop(), "listen"), (self._unit_loop(), "units"), (self._speech_loop(), "speech"),
+                           (self._stats_loop(), "stats")):
             self._spawn(coro, name)
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -313,9 +319,8 @@ class DuplexSession:
 
     # -- reply: text ----------------------------------------------------------------------------
     async def _text_task(self, r: ReplyRun) -> None:
-        llm, gen = self.factory.llm_worker, self.factory.gen_worker
+        llm = self.factory.llm_worker
         await self._run(llm, "begin_reply", self.model.begin_reply, self.st, r.id, priority=URGENT)
-        await self._run(gen, "start_reply", self.model.start_reply_units, self.st, priority=LISTEN)
         n = max(1, self.rc.tokens_per_job)
         while not r.cancelled:
             # Until the reply is heard, its first words are the critical path: they go ahead of
@@ -350,7 +355,8 @@ class DuplexSession:
                 r = self._reply
                 if r is not None and r.pending_text:
                     chunks, r.pending_text = r.pending_text, []
-                    ready = await self._run(gen, "text", self.model.push_text, self.st, chunks, priority=REPLY)
+                    start, r.units_started = not r.units_started, True
+                    ready = await self._run(gen, "text", self.model.push_text, self.st, chunks, start, priority=URGENT)
                     if r.cancelled:
                         continue
                     if ready and r.text_ready_at is None:
@@ -431,6 +437,8 @@ class DuplexSession:
             self._record(TurnRecord(self.session_id, getattr(self, "_stop_reply", -1), "bargein", now,
                                     ms=1000 * (decided - onset + self.rc.fade_ms / 1000), trigger="state_head"))
         if pf is None:
+            if r is not None and r.played_at is not None and r.paused_at is None:
+                self.underruns += 1  # mid-reply and nothing to play: the pipeline fell behind
             if r is not None and r.text_ready_at is not None and not r.units_done:
                 self._unit_wake.set()
             return None
@@ -472,6 +480,14 @@ class DuplexSession:
         self._publish({"type": "reply_done", "reply": r.id, "t": round(self._now(), 4), "text": r.text.strip(),
                        "emotion": r.emotion})
 
+    async def _stats_loop(self, every_s: float = 2.0) -> None:
+        while True:
+            await self.clock.sleep(every_s)
+            dog = self.factory.watchdog
+            self._publish({"type": "runtime", "t": round(self._now(), 3), **self.stats(),
+                           "loop_stalls_over_20ms": dog.stats.over_20ms if dog else None,
+                           "loop_stalls_over_50ms": dog.stats.over_50ms if dog else None})
+
     # -- interface ------------------------------------------------------------------------------
     def events(self) -> AsyncIterator[Event]:
         return aiter(self._events)
@@ -510,6 +526,7 @@ class DuplexSession:
 
     def stats(self) -> dict[str, Any]:
         return {"chunks": self._input_chunks, "dropped_chunks": self.dropped_chunks, "errors": self.errors,
+                "underruns": self.underruns,
                 "listen_lag_max_ms": round(1000 * self.listen_lag_max_s, 1), "context_restarts": self.st.restarts}
 
 
@@ -535,6 +552,14 @@ class DuplexAgentFactory:
         from agent.duplex_model import load_duplex_model
 
         return cls(load_duplex_model(cfg), cfg, **kw)
+
+    def tune_process(self) -> None:
+        """Process-wide settings for running the agent (entry points call this once): a short GIL
+        switch interval so model threads hand the interpreter back to the event loop quickly."""
+        import sys
+
+        if self.cfg.runtime.gil_switch_ms > 0:
+            sys.setswitchinterval(self.cfg.runtime.gil_switch_ms / 1000.0)
 
     @property
     def workers(self) -> tuple[ModelWorker, ModelWorker, ModelWorker]:
@@ -592,6 +617,8 @@ class DuplexAgentFactory:
             self.watchdog = None
         for w in self.workers:
             w.close()
+        for w in self.workers:
+            await asyncio.to_thread(w.join, 10.0)
 
     def close(self) -> None:
         for w in self.workers:

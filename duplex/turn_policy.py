@@ -67,6 +67,9 @@ class TurnPolicy:
         self.activity_in_chunk = False
         self.dismissed = False
         """The head rejected the current run of activity: it neither pauses the agent nor times out."""
+        self.loud_since: float | None = None
+        """Start of the current run of loud frames: the VAD flag rises ~60 ms after the speech does,
+        the energy does not, so onsets are dated by the energy."""
         self.now = 0.0
 
     # -- agent state -------------------------------------------------------------------------
@@ -87,7 +90,12 @@ class TurnPolicy:
     def on_frame(self, t_end: float, duration: float, speech: bool | None, rms: float) -> list[Action]:
         """One input frame ending at ``t_end`` (input timeline)."""
         self.now = t_end
-        active = bool(speech) and rms >= self.active_rms if speech is not None else rms >= self.active_rms
+        loud = rms >= self.active_rms
+        active = bool(speech) and loud if speech is not None else loud
+        if not loud:
+            self.loud_since = None
+        elif self.loud_since is None:
+            self.loud_since = t_end - duration
         actions: list[Action] = []
         if active:
             self.active_run = self.active_run + duration if self.active else duration
@@ -115,7 +123,7 @@ class TurnPolicy:
         elif self.mode == "speaking":
             if self.candidate_start is None:
                 if active and self.active_run >= c.onset_s and not self.dismissed:
-                    self.candidate_start = t_end - self.active_run
+                    self.candidate_start = self._onset(t_end)
                     if c.duck_on_vad:
                         actions.append(Action("pause_output", t_end, "vad"))
             else:
@@ -154,8 +162,12 @@ class TurnPolicy:
         self.user_spoke = False
         return Action("take_turn", t, trigger, dict(detail, user_end=self.last_active_end))
 
+    def _onset(self, t: float) -> float:
+        vad_start = t - self.active_run
+        return min(vad_start, self.loud_since) if self.loud_since is not None else vad_start
+
     def _barge_in(self, t: float, trigger: str, **detail: float) -> Action:
-        start = self.candidate_start if self.candidate_start is not None else t - self.active_run
+        start = self.candidate_start if self.candidate_start is not None else self._onset(t)
         self.mode = "listening"
         self.candidate_start = None
         self.user_spoke = True

@@ -43,6 +43,7 @@ def agent_factory_from_args(args: argparse.Namespace, cfg: AgentConfig, **kw) ->
 
     cfg = agent_config(args, cfg)
     factory = DuplexAgentFactory.from_config(cfg, **kw)
+    factory.tune_process()
     if cfg.tts.emotion not in ("auto", *factory.model.emotions):
         factory.close()
         raise ConfigError(f"unknown emotion {cfg.tts.emotion!r}; available: auto, {', '.join(factory.model.emotions)}")

@@ -22,6 +22,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "tts": ("duplex.bench.tts", "streaming unit decoder: first packet, RTF, emotion switch time"),
     "encoder": ("duplex.bench.encoder", "one 160 ms chunk: streaming encoder + adapter + LLM prefill + state head"),
     "generator": ("duplex.bench.generator", "unit generator: one chunk step (user + agent) time and RTF"),
+    "duplex": ("duplex.bench.duplex", "the whole agent on held-out spoken questions: latency, barge-in, backchannels, "
+               "pauses, RTF, stalls, concurrent real-time sessions"),
 }
 
 

@@ -34,10 +34,12 @@ const duplex = {
   mic: [],                // [audioContextTime, rms] per 10 ms of the microphone
   remote: [],             // [audioContextTime, rms] per 10 ms of the agent's audio as played
   rttMs: [],              // data-channel ping round trips
+  turns: [],              // the agent's turn records (response / bargein / backchannel / cancelled)
+  agentText: "",          // the reply being spoken, as the LLM streams it
   audioRoundTripMs: null,
   replyGapMs: null,
   error: null,
-  start, stop, sendText,
+  start, stop, sendText, setEmotion, interrupt,
 };
 window.duplex = duplex;
 
@@ -77,7 +79,23 @@ function onEvent(ev) {
   switch (ev.type) {
     case "session": duplex.sessionId = ev.id; break;
     case "state": $("state").textContent = ev.state; break;
-    case "text": line(ev.role, (ev.role === "agent" ? "agent: " : "you: ") + ev.text); break;
+    case "text":
+      if (ev.role === "agent" && !ev.final) {  // streamed pieces of the reply: one live line
+        duplex.agentText += ev.text;
+        liveLine().textContent = "agent: " + duplex.agentText;
+      } else {
+        if (ev.role === "agent") { liveLine().remove(); duplex.agentText = ""; }
+        line(ev.role, (ev.role === "agent" ? "agent: " : "you: ") + ev.text);
+      }
+      break;
+    case "turn": onTurn(ev); break;
+    case "emotion": {
+      const sel = $("emotion");
+      if (ev.available) sel.innerHTML = ev.available.map((e) => `<option>${e}</option>`).join("");
+      sel.value = ev.name;
+      break;
+    }
+    case "runtime": runtime = ev; showCounts(); break;
     case "latency": $("agent-latency").textContent = `${ev.name} ${ev.ms.toFixed(0)} ms`; break;
     case "pong": {
       const ms = performance.now() - ev.t;
@@ -87,6 +105,39 @@ function onEvent(ev) {
     }
     case "error": line("error", "error: " + ev.message); break;
   }
+}
+
+let runtime = null, liveDiv = null;
+
+function liveLine() {
+  if (!liveDiv || !liveDiv.isConnected) { liveDiv = document.createElement("div"); liveDiv.className = "agent"; $("transcript").appendChild(liveDiv); }
+  return liveDiv;
+}
+
+function onTurn(ev) {
+  duplex.turns.push(ev);
+  const ms = (x) => (x === null || x === undefined) ? "-" : x.toFixed(0) + " ms";
+  if (ev.kind === "response") {
+    $("turn-response").textContent = ms(ev.ms) + (ev.trigger ? ` (${ev.trigger})` : "");
+    const p = ev.parts || {};
+    $("turn-parts").textContent = ["endpoint", "listen", "llm", "generator", "decoder", "playout"].map((k) => (p[k] || 0).toFixed(0)).join(" / ");
+  } else if (ev.kind === "bargein") $("turn-bargein").textContent = ms(ev.ms);
+  else if (ev.kind === "backchannel") $("turn-backchannel").textContent = ms(ev.ms);
+  showCounts();
+}
+
+function showCounts() {
+  const n = (k) => duplex.turns.filter((t) => t.kind === k).length;
+  const stalls = runtime ? runtime.loop_stalls_over_20ms : "-";
+  $("turn-counts").textContent = `${n("response")} / ${n("bargein")} / ${stalls}`;
+}
+
+function setEmotion(name) {
+  if (channel && channel.readyState === "open") channel.send(JSON.stringify({ type: "emotion", name }));
+}
+
+function interrupt() {
+  if (channel && channel.readyState === "open") channel.send(JSON.stringify({ type: "interrupt" }));
 }
 
 function sendText(text) {
@@ -201,5 +252,7 @@ function stop(reason) {
 }
 
 $("mic").onclick = () => (pc ? stop("closed") : start());
+$("emotion").onchange = (e) => setEmotion(e.target.value);
+$("interrupt").onclick = () => interrupt();
 $("say").onsubmit = (e) => { e.preventDefault(); sendText($("text").value); line("user", "you: " + $("text").value); $("text").value = ""; };
 if (params.get("autostart") === "1") start();
