@@ -83,8 +83,11 @@ class OutputBuffer:
         if not self._queued:
             self._pieces.clear()
             self._offset = 0
+            self.paused = self._fade_out_pending = self._fade_in_pending = False
             return 0
-        head = self._take(min(self.fade, self._queued))
+        # Already paused and faded out: nothing is playing, so nothing needs a fade.
+        silent = self.paused and not self._fade_out_pending
+        head = self._take(0 if silent else min(self.fade, self._queued))
         dropped = self._queued
         self._pieces.clear()
         self._offset = 0

@@ -134,7 +134,7 @@ class DuplexSession:
         self.errors = 0
         self.listen_lag_max_s = 0.0
         """Longest wait between a chunk's end and its decision (input time)."""
-        self._converter = None
+        self._converter: Any = None  # speech_io.resample.AudioConverter, made on first use
         self._publish(state_event("listening", 0.0))
         self._publish({"type": "emotion", "name": state.emotion, "available": ["auto", *self.model.emotions]})
         for coro, name in ((self._listen_loop(), "listen"), (self._unit_loop(), "units"), (self._speech_loop(), "speech"),
@@ -188,9 +188,10 @@ class DuplexSession:
             # Frames reach the agent when their last sample has been captured.
             self._anchor = self.clock.now() - frame.end
         if frame.rate != self.input_rate or frame.channels != 1:
-            frame = self._convert(frame)
-            if frame is None:
+            converted = self._convert(frame)
+            if converted is None:
                 return
+            frame = converted
         x = frame.mono()
         if not np.all(np.isfinite(x)):
             x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
@@ -567,15 +568,21 @@ class DuplexAgentFactory:
 
     async def create_session(self, session_id: str, clock: Clock) -> DuplexSession:
         emotion = self.cfg.tts.emotion if self.cfg.tts.emotion in ("auto", *self.model.emotions) else "neutral"
-        state = await self.llm_worker.run("new_state", self.model.new_state, emotion, clock=clock, priority=BACKGROUND)
-        if self._watchdog_enabled and self.watchdog is None and isinstance(clock, RealClock):
-            self.watchdog = LoopWatchdog(self.cfg.runtime.stall_ms)
-            self.watchdog.start()
+        # LISTEN, not BACKGROUND: under load a new call must not starve behind other calls' work.
+        state = await self.llm_worker.run("new_state", self.model.new_state, emotion, clock=clock, priority=LISTEN)
+        if isinstance(clock, RealClock):
+            self.start_watchdog()
         session = DuplexSession(self, session_id, clock, state)
         self.sessions[session_id] = session
         self.metrics.inc("sessions_total")
         self.metrics.set("sessions_active", len(self.sessions))
         return session
+
+    def start_watchdog(self) -> None:
+        """Count event-loop stalls from now on (live runs; needs the running loop)."""
+        if self._watchdog_enabled and self.watchdog is None:
+            self.watchdog = LoopWatchdog(self.cfg.runtime.stall_ms)
+            self.watchdog.start()
 
     def _forget(self, session: DuplexSession) -> None:
         self.sessions.pop(session.session_id, None)
@@ -595,7 +602,9 @@ class DuplexAgentFactory:
 
     async def warmup(self, clock: Clock | None = None) -> None:
         """One pass of every stage on a scratch state (first calls pay for lazy initialisation)."""
-        clock = clock or RealClock()
+        if clock is None:
+            clock = RealClock()
+            self.start_watchdog()
         m = self.model
         st = await self.llm_worker.run("new_state", m.new_state, clock=clock, priority=BACKGROUND)
         chunk = np.zeros(m.chunk_samples, np.float32)

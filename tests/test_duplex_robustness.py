@@ -138,8 +138,8 @@ def test_client_hanging_up_mid_reply_leaves_the_server_serving(model, tiny_cfg, 
     fac = DuplexAgentFactory(model, _cfg(tiny_cfg))
     cfg = dataclasses.replace(TransportConfig(), max_sessions=2)
 
-    async def wait_for(pred, timeout):
-        for _ in range(int(timeout / 0.05)):
+    async def wait_for(pred, limit_s):
+        for _ in range(int(limit_s / 0.05)):
             if pred():
                 return True
             await asyncio.sleep(0.05)

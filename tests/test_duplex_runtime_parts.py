@@ -147,6 +147,16 @@ def test_output_stop_fades_in_10ms_and_flushes():
     assert out.pop() is None and not out.has_audio()
 
 
+def test_output_stop_while_paused_plays_nothing_more():
+    out = OutputBuffer(22050, fade_ms=10)
+    out.push(0, np.full(22050, 0.5, np.float32))
+    out.pop()
+    out.pause()
+    assert out.pop() is not None  # the fade-out frame
+    out.stop()
+    assert out.pop() is None and not out.has_audio()
+
+
 def test_output_pause_resume_loses_nothing_but_the_faded_ms():
     out = OutputBuffer(22050, fade_ms=10)
     signal = np.sin(np.arange(22050) / 7.0).astype(np.float32) * 0.3
@@ -255,7 +265,7 @@ def test_watchdog_counts_a_blocking_callback(mode):
         dog = LoopWatchdog(20.0, interval_s=0.005, mode=mode)
         dog.start()
         await asyncio.sleep(0.03)
-        time.sleep(0.07)  # blocks the loop: exactly what must never happen in the runtime
+        time.sleep(0.07)  # noqa: ASYNC251 - blocks the loop on purpose: what the watchdog must catch
         await asyncio.sleep(0.03)
         return await dog.stop()
 

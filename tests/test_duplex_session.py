@@ -178,3 +178,15 @@ def test_one_sessions_barge_in_never_touches_another(factory, speech):
     barge = a.played[1].speech_start
     act = b.agent_activity()
     assert act[int(barge * 100) : int((barge + 0.5) * 100)].any()  # b kept talking through a's barge-in
+
+
+def test_bench_duplex_reports_the_issue_keys(tiny_cfg):
+    from duplex.bench import duplex as bench
+
+    out = bench.run(tiny_cfg, n=1, head="oracle", realtime=False, progress=False)
+    for key in ("response_ms_p50", "response_ms_p90", "bargein_stop_ms_p90", "backchannel_kept_rate",
+                "pause_kept_rate", "rtf", "stalls_over_50ms", "max_realtime_sessions"):
+        assert key in out
+    assert out["response_ms_p50"] is not None and 0 < out["response_ms_p50"] < 5000
+    assert out["rtf"] > 0 and out["questions"] == 1 and out["head"] == "oracle"
+    assert set(out["response_parts_ms_p50"]) == {"endpoint", "listen", "llm", "generator", "decoder", "playout"}

@@ -154,7 +154,7 @@ async def _realtime_sessions(factory, material, cfg: AgentConfig, max_n: int, la
         runs = await asyncio.gather(*[
             run_script(factory, s, RealClock(), detector=make_detector(cfg.vad), session_id=f"rt{n}-{j}",
                        max_s=12.0, tail_s=0.5) for j, s in enumerate(scripts)])
-        stats = [r.session.stats() for r in runs]
+        stats = [r.session.stats() for r in runs]  # type: ignore[attr-defined]
         lag = max(s["listen_lag_max_ms"] for s in stats) / 1000
         dropped = sum(s["dropped_chunks"] for s in stats)
         underruns = sum(s["underruns"] for s in stats)
@@ -218,7 +218,7 @@ def run(cfg: AgentConfig, n: int = 20, head: str = "model", untrained: bool = Fa
         compute = {f"{w.name}.{k}": v for w in factory.workers for k, v in w.summary().items()}
         total_compute = sum(st.seconds for w in factory.workers for st in w.stats.values())
         chunk_ms = {f"{w.name}.{k}": v.seconds for w in factory.workers for k, v in w.stats.items()}
-        rt = {"max_realtime_sessions": None, "sessions": {}}
+        rt: dict[str, Any] = {"max_realtime_sessions": None, "sessions": {}}
         if realtime:
             for w in factory.workers:
                 w.stats.clear()

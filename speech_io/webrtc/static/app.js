@@ -10,10 +10,14 @@ const SPEECH_RMS = 0.01;       // about -40 dBFS: "there is sound"
 
 const METER_WORKLET = `
 class Meter extends AudioWorkletProcessor {
-  constructor() { super(); this.acc = 0; this.n = 0; this.size = Math.round(sampleRate * ${BIN_S}); this.t = -1; }
+  constructor(options) {
+    super(); this.acc = 0; this.n = 0; this.size = Math.round(sampleRate * ${BIN_S}); this.t = -1;
+    this.record = !!(options && options.processorOptions && options.processorOptions.record);
+  }
   process(inputs) {
     const ch = inputs[0] && inputs[0][0];
     if (!ch) return true;
+    if (this.record) this.port.postMessage({ t: currentTime, samples: ch.slice(0) });
     for (let i = 0; i < ch.length; i++) {
       if (this.n === 0) this.t = currentTime + i / sampleRate;
       this.acc += ch[i] * ch[i];
@@ -34,6 +38,9 @@ const duplex = {
   mic: [],                // [audioContextTime, rms] per 10 ms of the microphone
   remote: [],             // [audioContextTime, rms] per 10 ms of the agent's audio as played
   rttMs: [],              // data-channel ping round trips
+  remoteAudio: [],        // with ?record=1: the agent's audio as played (AudioContext rate)
+  remoteAudioStart: null,
+  sampleRate: null,
   turns: [],              // the agent's turn records (response / bargein / backchannel / cancelled)
   agentText: "",          // the reply being spoken, as the LLM streams it
   audioRoundTripMs: null,
@@ -61,9 +68,14 @@ function line(cls, text) {
   $("transcript").scrollTop = $("transcript").scrollHeight;
 }
 
-async function meter(source, store, bar) {
-  const node = new AudioWorkletNode(ctx, "meter");
+async function meter(source, store, bar, record = false) {
+  const node = new AudioWorkletNode(ctx, "meter", { processorOptions: { record } });
   node.port.onmessage = (e) => {
+    if (!Array.isArray(e.data)) {  // raw samples (?record=1): kept for tests that transcribe what played
+      duplex.remoteAudio.push(...e.data.samples);
+      if (duplex.remoteAudioStart === null) duplex.remoteAudioStart = e.data.t;
+      return;
+    }
     store.push(e.data);
     if (store.length > KEEP_S / BIN_S) store.splice(0, store.length - KEEP_S / BIN_S);
     bar.style.width = Math.min(100, 100 * Math.sqrt(e.data[1] / 0.3)) + "%";
@@ -196,6 +208,7 @@ async function start() {
       audio: { echoCancellation: !raw, noiseSuppression: !raw, autoGainControl: !raw },
     });
     ctx = new AudioContext();
+    duplex.sampleRate = ctx.sampleRate;
     await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([METER_WORKLET], { type: "text/javascript" })));
     await meter(ctx.createMediaStreamSource(micStream), duplex.mic, $("level-mic"));
 
@@ -210,7 +223,7 @@ async function start() {
       const stream = e.streams[0] || new MediaStream([e.track]);
       // Chrome only feeds remote WebRTC audio into WebAudio while a media element plays it.
       $("agent-audio").srcObject = stream;
-      await meter(ctx.createMediaStreamSource(stream), duplex.remote, $("level-agent"));
+      await meter(ctx.createMediaStreamSource(stream), duplex.remote, $("level-agent"), params.get("record") === "1");
     };
     pc.onconnectionstatechange = () => {
       const s = pc && pc.connectionState;
