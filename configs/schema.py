@@ -102,6 +102,83 @@ class TransportConfig:
 
 
 @dataclass(kw_only=True)
+class TTSConfig:
+    """The streaming unit-to-waveform decoder and its emotion plugins (agent/tts.py)."""
+
+    card: str = "tts-unit-decoder"
+    """Trained front end + upsampler: a card name, card YAML or a .safetensors file (decoder from the voice)."""
+    plugins: dict[str, str] = field(default_factory=lambda: {
+        "happy": "tts-emotion-happy", "sad": "tts-emotion-sad",
+        "angry": "tts-emotion-angry", "surprised": "tts-emotion-surprised",
+    })
+    """Emotion name -> plugin card (or .safetensors file); neutral is the decoder without plugin."""
+    emotion: str = "neutral"
+    """Emotion of utterances that do not ask for one."""
+    chunk_units: int = 4
+    """Units per streaming step (4 = 160 ms, the unit generator's chunk)."""
+    num_threads: int = 1
+    """torch threads for the decoder (0 keeps torch's default)."""
+
+
+@dataclass(kw_only=True)
+class TTSTrainConfig:
+    """Training of the unit decoder (training/tts_neutral.py) and its plugins (training/tts_emotion.py)."""
+
+    cache_dir: str = "~/.cache/duplex-agent/tts-train"
+    """Piper renderings, latents and units (reused across runs)."""
+    out_dir: str = "runs/tts"
+    """Checkpoints, loss curves and reports."""
+    units: str = "auto"
+    """Unit tokenizer: 'auto' (the project's units.card if it loads, else a TEMPORARY codebook), 'tmp', or a codebook path."""
+    render_seeds: int = 1
+    """Piper renderings (seeds) per text in the corpus."""
+    lookahead: int = 1
+    """Units of lookahead of a newly trained decoder."""
+    steps: int = 2500
+    """Optimizer steps of latent distillation."""
+    mel_steps: int = 300
+    """Further steps with the audio-domain mel loss through the frozen decoder."""
+    batch: int = 8
+    """Windows per step (latent stage)."""
+    window_units: int = 50
+    """Units per training window (latent stage; 50 = 2 s)."""
+    mel_batch: int = 4
+    """Windows per step (mel stage)."""
+    mel_window_units: int = 20
+    """Units per training window (mel stage; 20 = 0.8 s)."""
+    lr: float = 2e-3
+    """Peak learning rate (AdamW, warmup then cosine)."""
+    mel_weight: float = 1.0
+    """Weight of the mel loss (the latent L1 is kept beside it)."""
+    eval_items: int = 40
+    """Held-out items judged by Whisper at the end."""
+    emotion_classifier: str = "/work/data/default/emotion_classifier.pt"
+    """The data issue's emotion classifier (judge of the plugins); if absent, the same classifier is trained on our targets."""
+    emotion_train_items: int = 240
+    """Neutral items resynthesised in every emotion for plugin training."""
+    emotion_test_items: int = 40
+    """Held-out (test-split) items resynthesised for evaluation."""
+    emotion_scheme: str = "frontend+upsampler"
+    """Default LoRA positions of the plugins ('+'-joined frontend, upsampler, decoder, or 'all')."""
+    emotion_rank: int = 4
+    """Default LoRA rank of the plugins."""
+    emotion_steps: int = 120
+    """Optimizer steps per plugin."""
+    emotion_lr: float = 3e-3
+    """Learning rate of plugin training."""
+    emotion_batch: int = 3
+    """Windows per plugin step."""
+    emotion_window_units: int = 16
+    """Units per plugin training window."""
+    log_every: int = 50
+    """Steps between loss log lines."""
+    num_threads: int = 1
+    """torch threads for training (1 is fastest on a loaded 2-core machine)."""
+    seed: int = 0
+    """Seed of initialisation and batching."""
+
+
+@dataclass(kw_only=True)
 class DataConfig:
     """Synthetic spoken-dialogue data (training/data): how much, which voices, which timelines."""
 
@@ -187,5 +264,281 @@ class AgentConfig:
     """Voice activity detection on the user's audio (all transports)."""
     transport: TransportConfig = field(default_factory=TransportConfig)
     """WebRTC server limits, ICE, jitter buffer; local audio device settings."""
+    tts: TTSConfig = field(default_factory=lambda: TTSConfig())
+    """The streaming unit decoder and its LoRA emotion plugins."""
+    tts_train: TTSTrainConfig = field(default_factory=lambda: TTSTrainConfig())
+    """Training of the unit decoder and its plugins."""
     data: DataConfig = field(default_factory=DataConfig)
     """Synthetic data (training/data): counts, voices, timelines, augmentation."""
+    speech: SpeechConfig = field(default_factory=lambda: SpeechConfig())
+    """Speech input: streaming encoder, adapter, state head, and their three training stages."""
+    units: UnitsConfig = field(default_factory=lambda: UnitsConfig())
+    """The 25 Hz speech-unit tokenizer."""
+    generator: GeneratorConfig = field(default_factory=lambda: GeneratorConfig())
+    """The SyncLLM-style interleaved unit generator."""
+    units_train: UnitTrainConfig = field(default_factory=lambda: UnitTrainConfig())
+    """Training of the unit generator (three stages)."""
+    runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig())
+    """The duplex runtime: workers, turn policy, playout, metrics."""
+
+
+@dataclass(kw_only=True)
+class EncoderConfig:
+    init_card: str = "whisper-tiny-en"
+    """Whisper card the encoder starts from before training; "" = random init (tests)."""
+    d_model: int = 384
+    """Width of the encoder (must match the init card)."""
+    layers: int = 4
+    """Transformer layers."""
+    heads: int = 6
+    """Attention heads."""
+    ffn_dim: int = 1536
+    """Feed-forward width."""
+    n_mels: int = 80
+    """Log-mel bins (Whisper's 80)."""
+    chunk_ms: int = 160
+    """Streaming chunk = attention block, in ms (a multiple of 20 ms; 160 ms = 8 frames at 50 Hz)."""
+    left_chunks: int = 12
+    """Past chunks each frame may attend to (its own chunk always); bounds the KV ring buffers."""
+    rotary_dims: int = 16
+    """Per-head dims that get rotary position embeddings (relative positions for unbounded streams)."""
+    rotary_base: float = 10000.0
+    """Rotary frequency base."""
+    mel_peak_init: float = 1.0
+    """Initial running log10 peak of the mel normalisation (typical speech at a normal level)."""
+    mel_peak_decay: float = 0.002
+    """Running-peak decay per 10 ms frame, log10 units (0.002 = 2 dB per second)."""
+    mel_dynamic_range: float = 8.0
+    """log10 range kept below the running peak (Whisper's 80 dB)."""
+    dropout: float = 0.1
+    """Residual dropout while training."""
+
+
+@dataclass(kw_only=True)
+class AdapterConfig:
+    stack: int = 4
+    """Encoder frames stacked per LLM position (50 Hz / 4 = 12.5 Hz, 2 positions per 160 ms)."""
+    hidden: int = 1024
+    """Hidden width of the adapter MLP."""
+
+
+@dataclass(kw_only=True)
+class StateHeadConfig:
+    hidden: int = 256
+    """Hidden width of the state head MLP; 0 = a single linear layer."""
+    prompt_len: int = 8
+    """Trainable prompt embeddings before the speech (stage 3; steer the LLM from transcribing to answering)."""
+
+
+@dataclass(kw_only=True)
+class StageConfig:
+    steps: int = 1000
+    """Optimiser steps."""
+    batch_size: int = 8
+    """Examples per step (per process under torchrun)."""
+    lr: float = 3e-4
+    """Peak learning rate (AdamW, linear warm-up then cosine decay)."""
+    warmup: int = 50
+    """Warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip."""
+    max_audio_s: float = 8.0
+    """Utterances longer than this are skipped."""
+    log_every: int = 10
+    """Steps between loss-curve rows."""
+    save_every: int = 50
+    """Steps between checkpoints (also saved at the end)."""
+    eval_every: int = 0
+    """Steps between held-out evaluations (0 = only at the end)."""
+    num_threads: int = 0
+    """torch threads per process (0 = torch default)."""
+    autocast_bf16: bool = True
+    """Run the trainable modules' matmuls in bfloat16 (CPUs with AVX512-BF16/AMX: ~4x faster)."""
+    llm_dtype: str = "bfloat16"
+    """dtype of the frozen LLM while training (its weights never change; bf16 is ~4x faster on CPU)."""
+    lr_scales: dict[str, float] = field(default_factory=dict)
+    """Learning-rate multipliers by parameter-name prefix (e.g. {"adapter.": 5.0})."""
+
+
+@dataclass(kw_only=True)
+class AlignStageConfig(StageConfig):
+    token_ctc_weight: float = 0.5
+    """Weight of the auxiliary token-CTC loss (adapter outputs vs the LLM's embedding table)."""
+    token_ctc_only_steps: int = 0
+    """First steps train with the token-CTC loss only (no LLM pass: ~5x cheaper per step)."""
+
+
+@dataclass(kw_only=True)
+class SpeechConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """Chunked streaming speech encoder."""
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    """Encoder -> LLM embedding adapter."""
+    state_head: StateHeadConfig = field(default_factory=StateHeadConfig)
+    """Turn-taking state head and prompt embeddings."""
+    weights_card: str = "speech-input-default"
+    """Card of the trained encoder/adapter/prompt/state-head weights; "" = untrained (from init)."""
+    transcribe_instruction: str = "Repeat exactly what I say:"
+    """Text before the speech in stage 2 (ASR through the frozen LLM)."""
+    stage1: StageConfig = field(default_factory=lambda: StageConfig(
+        steps=1000, batch_size=8, lr=5e-4, warmup=60, eval_every=250, save_every=50))
+    """Stage 1: encoder + CTC head on characters."""
+    stage2: AlignStageConfig = field(default_factory=lambda: AlignStageConfig(
+        steps=1200, batch_size=8, lr=2e-4, warmup=50, eval_every=300, save_every=50, lr_scales={"adapter.": 5.0},
+        token_ctc_weight=0.5, token_ctc_only_steps=600))
+    """Stage 2: encoder + adapter aligned to the frozen LLM (transcripts, plus token CTC); the new adapter
+    learns 5x faster."""
+    stage3: StageConfig = field(default_factory=lambda: StageConfig(
+        steps=600, batch_size=8, lr=1e-3, warmup=30, eval_every=200, save_every=50))
+    """Stage 3: prompt embeddings + state head (spoken QA + per-chunk state labels)."""
+    state_loss_weight: float = 1.0
+    """Weight of the state-label loss against the QA loss in stage 3."""
+
+
+@dataclass(kw_only=True)
+class UnitsConfig:
+    card: str = "units-whisper-500"
+    """Unit codebook: a card name (configs/cards), a card YAML, or a codebook .safetensors file."""
+    chunk_ms: int = 160
+    """Streaming extraction chunk (a multiple of 40 ms); units come out at 25 Hz either way."""
+    num_threads: int = 1
+    """torch threads for unit extraction (0 keeps torch's default)."""
+
+
+@dataclass(kw_only=True)
+class GeneratorConfig:
+    card: str = "unit-generator-default"
+    """Trained unit generator: a card name, a card YAML, or a checkpoint .safetensors file."""
+    predict_user: bool = True
+    """Fill user chunks that have not arrived with the model's prediction (SyncLLM); False fills silence."""
+    temperature: float = 0.7
+    """Sampling temperature of agent and predicted-user units (0 = greedy)."""
+    top_k: int = 20
+    """Sample among the k most likely allowed tokens (0 = all)."""
+    max_context: int = 2048
+    """KV-cache slots of one session."""
+    compact_to: int = 1536
+    """When the cache is nearly full, keep this many most recent slots."""
+    num_threads: int = 1
+    """torch threads for the generator (0 keeps torch's default)."""
+    seed: int = 0
+    """Seed of a session's sampler."""
+
+
+@dataclass(kw_only=True)
+class UnitTrainConfig:
+    """The three SyncLLM training stages of the unit generator (training/units_stage*.py)."""
+
+    data_dir: str = "/work/data/default"
+    """Synthetic corpus (manifest + audio) the stages read."""
+    cache_dir: str = "~/.cache/duplex-agent/units-train"
+    """Extracted units, LLM reply vectors and packed sequences (reused across runs)."""
+    out_dir: str = "runs/units"
+    """Checkpoints, loss curves (CSV + PNG) per stage."""
+    chunk_ms: int = 160
+    """Chunk of the interleaved format (160, 200 or 240 ms)."""
+    d_model: int = 256
+    """Generator width."""
+    num_layers: int = 4
+    """Generator blocks."""
+    num_heads: int = 4
+    """Generator attention heads."""
+    ffn_mult: int = 4
+    """Feed-forward width multiple."""
+    use_hidden: bool = True
+    """Condition on the LLM's hidden states besides its token embeddings."""
+    text_lookahead: int = 2
+    """Words of reply text read ahead of the word being spoken."""
+    dropout: float = 0.1
+    """Dropout in training."""
+    max_len: int = 1024
+    """Longest training sequence in tokens (longer dialogues are cut into windows)."""
+    batch_tokens: int = 8192
+    """Tokens per optimizer step (per process)."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW, warmup then cosine)."""
+    warmup_steps: int = 100
+    """Linear warmup steps."""
+    stage1_steps: int = 2000
+    """Optimizer steps of stage 1 (turn-based dialogues)."""
+    stage2_steps: int = 1500
+    """Optimizer steps of stage 2 (full-duplex format without overlap)."""
+    stage3_steps: int = 1500
+    """Optimizer steps of stage 3 (overlaps, backchannels, interruptions)."""
+    eval_every: int = 250
+    """Steps between held-out loss evaluations and checkpoints."""
+    max_dialogues: int = 0
+    """Use at most this many dialogues per split (0 = all)."""
+    bf16: bool = True
+    """bf16 autocast for the forward pass (about 2x faster on CPUs with AVX512-BF16)."""
+    num_threads: int = 1
+    """torch threads per training process (1 is faster than 2 on a busy shared machine)."""
+    seed: int = 0
+    """Seed of initialisation and batching."""
+
+
+@dataclass(kw_only=True)
+class TurnPolicyConfig:
+    """How VAD and state head share the floor (duplex/turn_policy.py)."""
+
+    interrupt_threshold: float = 0.5
+    """State-head probability of *interrupt* that takes the turn."""
+    bargein_threshold: float = 0.5
+    """Probability of *continue* (the user holds the floor) that confirms a barge-in while the agent speaks."""
+    reject_threshold: float = 0.5
+    """Probability of *reject* that dismisses a user sound during agent speech (resume at once)."""
+    take_turn_min_silence_s: float = 0.04
+    """The user must have been inactive this long at the end of the chunk that takes the turn."""
+    fallback_silence_s: float = 1.2
+    """Take the turn after this much silence following user speech even without the head (0 = off)."""
+    onset_s: float = 0.04
+    """Activity needed before the agent's audio pauses (on top of the VAD's own start delay)."""
+    resume_after_s: float = 0.16
+    """Inactivity that ends a candidate barge-in without confirmation (the agent resumes)."""
+    bargein_max_s: float = 0.6
+    """Continuous activity over the agent that counts as a barge-in even without the head."""
+    duck_on_vad: bool = True
+    """Pause the agent's audio on an activity onset while the head decides."""
+    active_dbfs: float = -50.0
+    """Minimum frame RMS (dBFS) for a frame inside a VAD segment to count as active speech."""
+
+
+@dataclass(kw_only=True)
+class RuntimeConfig:
+    """The duplex runtime (duplex/): model workers, turn policy, playout, metrics."""
+
+    llm_dtype: str = "bfloat16"
+    """dtype the runtime loads the frozen LLM in (overrides llm.dtype; "" keeps it): bf16 is ~2x faster on AVX512-BF16 CPUs."""
+    llm_threads: int = 1
+    """torch threads of the LLM worker (encoder, adapter, LLM prefill/decode, state head)."""
+    generator_threads: int = 1
+    """torch threads of the generator worker (user units + unit generator)."""
+    tts_threads: int = 1
+    """torch threads of the decoder worker."""
+    listen_batch: int = 4
+    """Chunks of one session that may go through the listener in one pass after a delay (catching up)."""
+    tokens_per_job: int = 2
+    """Reply tokens decoded per LLM job (listening steps of any session run between jobs)."""
+    lead_s: float = 0.32
+    """Decoded agent audio kept ahead of playout while speaking (the generator runs ahead to fill it)."""
+    max_ahead_chunks: int = 3
+    """Chunks the generator may run ahead of the user's audio (it predicts the user's units meanwhile)."""
+    max_reply_s: float = 30.0
+    """Longest reply; an untrained or looping generator is cut here."""
+    max_tail_s: float = 3.0
+    """Speech the generator may add after the reply text has been read completely."""
+    fade_ms: float = 10.0
+    """Fade-out when the agent's audio stops or pauses (and fade-in when it resumes)."""
+    max_backlog_chunks: int = 8
+    """Listening chunks a session may fall behind before old ones are dropped (the server stays real time)."""
+    metrics_jsonl: str = "runs/duplex/turns.jsonl"
+    """Per-turn metrics file (JSON lines; "" = off)."""
+    stall_ms: float = 20.0
+    """Event-loop stalls longer than this are counted by the watchdog."""
+    gil_switch_ms: float = 1.0
+    """Python's thread switch interval while the agent runs (default 5 ms): model threads give the GIL
+    back to the event loop sooner, which cuts loop stalls (set process-wide by serve/talk/run/bench)."""
+    policy: TurnPolicyConfig = field(default_factory=lambda: TurnPolicyConfig())
+    """Turn-taking policy (VAD + state head)."""

@@ -16,14 +16,21 @@ from duplex.cli import (
     bench_cmd,
     config_cmd,
     data_cmd,
+    eval_cmd,
     llm_cmd,
     run_cmd,
     serve_cmd,
     talk_cmd,
+    train_cmd,
+    tts_cmd,
+    units_cmd,
     voice_cmd,
 )
 
-COMMAND_MODULES = (assets_cmd, config_cmd, voice_cmd, llm_cmd, serve_cmd, talk_cmd, run_cmd, data_cmd, bench_cmd)
+COMMAND_MODULES = (
+    assets_cmd, config_cmd, voice_cmd, llm_cmd, serve_cmd, talk_cmd, run_cmd, bench_cmd,
+    data_cmd, train_cmd, eval_cmd, units_cmd, tts_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +50,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from configs import ConfigError
     from speech_io.local_audio import NoAudioDevice
     from speech_io.wav import AudioFormatError
+    from training.speech_data import DataError
 
-    return (AssetError, ConfigError, PhonemizerError, AudioFormatError, FileNotFoundError, NoAudioDevice)
+    return (AssetError, ConfigError, PhonemizerError, AudioFormatError, FileNotFoundError, NoAudioDevice, DataError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

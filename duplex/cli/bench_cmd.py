@@ -19,6 +19,11 @@ BENCHES: dict[str, tuple[str, str]] = {
     "voice": ("duplex.bench.voice", "reference voice real-time factor and time to first audio"),
     "transport": ("duplex.bench.transport", "WebRTC one-way latency (aiortc default vs tuned jitter buffer), CPU/session"),
     "soak": ("duplex.bench.soak", "N concurrent WebRTC echo sessions for a while: errors, frame gaps, RSS growth"),
+    "tts": ("duplex.bench.tts", "streaming unit decoder: first packet, RTF, emotion switch time"),
+    "encoder": ("duplex.bench.encoder", "one 160 ms chunk: streaming encoder + adapter + LLM prefill + state head"),
+    "generator": ("duplex.bench.generator", "unit generator: one chunk step (user + agent) time and RTF"),
+    "duplex": ("duplex.bench.duplex", "the whole agent on held-out spoken questions: latency, barge-in, backchannels, "
+               "pauses, RTF, stalls, concurrent real-time sessions"),
 }
 
 

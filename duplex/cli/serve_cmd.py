@@ -8,12 +8,12 @@ import dataclasses
 import signal
 import sys
 
-from duplex.cli.agent_args import add_agent_args, agent_factory_from_args, vad_config
+from duplex.cli.agent_args import add_agent_args, agent_factory_from_args, close_factory, vad_config, warm_up
 from duplex.cli.common import add_config_args, config_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="WebRTC server + talk page (open http://127.0.0.1:8080)")
+    p = sub.add_parser("serve", help="the agent behind a WebRTC server + talk page (open http://127.0.0.1:8080)")
     add_agent_args(p)
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=None, help="port (default 8080; 0 picks a free one)")
@@ -62,10 +62,15 @@ async def _serve(factory, transport, vad, echo: bool) -> None:
     from speech_io.webrtc.server import WebRtcServer
 
     server = WebRtcServer(factory, transport, vad)
+    if not echo:
+        print("warming up the models ...", flush=True)
+        await warm_up(factory)
     runner, port = await server.start()
     scheme = "https" if transport.tls_cert else "http"
     agent = "echo agent" if echo else "agent"
     print(f"serving the {agent} on {scheme}://{transport.host}:{port}/ (Ctrl-C to stop)", flush=True)
+    if not echo:
+        print(f"metrics: {scheme}://{transport.host}:{port}/metrics", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -74,4 +79,5 @@ async def _serve(factory, transport, vad, echo: bool) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()  # closes every session (on_shutdown)
+        await close_factory(factory)
         print("stopped", flush=True)

@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 
-from duplex.cli.agent_args import add_agent_args, agent_factory_from_args, vad_config
+from duplex.cli.agent_args import add_agent_args, agent_factory_from_args, close_factory, vad_config, warm_up
 from duplex.cli.common import add_config_args, config_from_args
 
 
@@ -35,12 +35,7 @@ def cmd_talk(args: argparse.Namespace) -> int:
     factory = agent_factory_from_args(args, cfg)
     detector = make_detector(vad_config(args, cfg))
     if args.input:
-        from duplex.clock import RealClock
-        from speech_io.file_transport import run_file
-
-        result = asyncio.run(
-            run_file(factory, args.input, args.output, RealClock(), detector=detector, on_event=lambda t, e: _print_event(e, t))
-        )
+        result = asyncio.run(_talk_file(args, factory, detector))
         print(f"wrote {result.output} ({result.output_s:.2f} s, left: you, right: agent)")
         return 0
     from speech_io.local_audio import LocalAudioTransport
@@ -53,7 +48,27 @@ def cmd_talk(args: argparse.Namespace) -> int:
         on_start=lambda: print("talking (Ctrl-C to stop)", file=sys.stderr, flush=True),
     )
     try:
-        asyncio.run(transport.run(args.duration))
+        asyncio.run(_talk_live(transport, factory, args.duration))
     except KeyboardInterrupt:
         pass
     return 0
+
+
+async def _talk_file(args: argparse.Namespace, factory, detector):
+    from duplex.clock import RealClock
+    from speech_io.file_transport import run_file
+
+    try:
+        await warm_up(factory)
+        return await run_file(factory, args.input, args.output, RealClock(), detector=detector,
+                              on_event=lambda t, e: _print_event(e, t))
+    finally:
+        await close_factory(factory)
+
+
+async def _talk_live(transport, factory, duration: float | None) -> None:
+    try:
+        await warm_up(factory)
+        await transport.run(duration)
+    finally:
+        await close_factory(factory)

@@ -5,6 +5,7 @@ Routes
   GET  /app.js    its script
   GET  /config    ICE servers for the page (same list the server uses)
   GET  /health    {"sessions": n, "max_sessions": m}
+  GET  /metrics   Prometheus text, when the agent factory keeps metrics (``metrics_text()``)
   POST /offer     {"type": "offer", "sdp": "..."} -> {"type": "answer", "sdp": "...", "session_id": "..."}
 
 Every error is a JSON body ``{"error": "...", "status": code}``: 400 malformed JSON/SDP or an
@@ -120,6 +121,8 @@ class WebRtcServer:
         app.router.add_get("/health", self._health)
         app.router.add_get("/favicon.ico", self._no_content)
         app.router.add_post("/offer", self._offer)
+        if callable(getattr(self.factory, "metrics_text", None)):
+            app.router.add_get("/metrics", self._metrics)
         app.on_shutdown.append(self._on_shutdown)
         return app
 
@@ -145,6 +148,12 @@ class WebRtcServer:
             for s in self.ice_servers
         ]
         return web.json_response({"iceServers": servers})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        # Agents that keep metrics expose them in the Prometheus text format.
+        text = self.factory.metrics_text()  # type: ignore[attr-defined]
+        return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
 
     async def _no_content(self, request: web.Request) -> web.Response:
         return web.Response(status=204)

@@ -10,10 +10,14 @@ const SPEECH_RMS = 0.01;       // about -40 dBFS: "there is sound"
 
 const METER_WORKLET = `
 class Meter extends AudioWorkletProcessor {
-  constructor() { super(); this.acc = 0; this.n = 0; this.size = Math.round(sampleRate * ${BIN_S}); this.t = -1; }
+  constructor(options) {
+    super(); this.acc = 0; this.n = 0; this.size = Math.round(sampleRate * ${BIN_S}); this.t = -1;
+    this.record = !!(options && options.processorOptions && options.processorOptions.record);
+  }
   process(inputs) {
     const ch = inputs[0] && inputs[0][0];
     if (!ch) return true;
+    if (this.record) this.port.postMessage({ t: currentTime, samples: ch.slice(0) });
     for (let i = 0; i < ch.length; i++) {
       if (this.n === 0) this.t = currentTime + i / sampleRate;
       this.acc += ch[i] * ch[i];
@@ -34,10 +38,15 @@ const duplex = {
   mic: [],                // [audioContextTime, rms] per 10 ms of the microphone
   remote: [],             // [audioContextTime, rms] per 10 ms of the agent's audio as played
   rttMs: [],              // data-channel ping round trips
+  remoteAudio: [],        // with ?record=1: the agent's audio as played (AudioContext rate)
+  remoteAudioStart: null,
+  sampleRate: null,
+  turns: [],              // the agent's turn records (response / bargein / backchannel / cancelled)
+  agentText: "",          // the reply being spoken, as the LLM streams it
   audioRoundTripMs: null,
   replyGapMs: null,
   error: null,
-  start, stop, sendText,
+  start, stop, sendText, setEmotion, interrupt,
 };
 window.duplex = duplex;
 
@@ -59,9 +68,14 @@ function line(cls, text) {
   $("transcript").scrollTop = $("transcript").scrollHeight;
 }
 
-async function meter(source, store, bar) {
-  const node = new AudioWorkletNode(ctx, "meter");
+async function meter(source, store, bar, record = false) {
+  const node = new AudioWorkletNode(ctx, "meter", { processorOptions: { record } });
   node.port.onmessage = (e) => {
+    if (!Array.isArray(e.data)) {  // raw samples (?record=1): kept for tests that transcribe what played
+      duplex.remoteAudio.push(...e.data.samples);
+      if (duplex.remoteAudioStart === null) duplex.remoteAudioStart = e.data.t;
+      return;
+    }
     store.push(e.data);
     if (store.length > KEEP_S / BIN_S) store.splice(0, store.length - KEEP_S / BIN_S);
     bar.style.width = Math.min(100, 100 * Math.sqrt(e.data[1] / 0.3)) + "%";
@@ -77,7 +91,23 @@ function onEvent(ev) {
   switch (ev.type) {
     case "session": duplex.sessionId = ev.id; break;
     case "state": $("state").textContent = ev.state; break;
-    case "text": line(ev.role, (ev.role === "agent" ? "agent: " : "you: ") + ev.text); break;
+    case "text":
+      if (ev.role === "agent" && !ev.final) {  // streamed pieces of the reply: one live line
+        duplex.agentText += ev.text;
+        liveLine().textContent = "agent: " + duplex.agentText;
+      } else {
+        if (ev.role === "agent") { liveLine().remove(); duplex.agentText = ""; }
+        line(ev.role, (ev.role === "agent" ? "agent: " : "you: ") + ev.text);
+      }
+      break;
+    case "turn": onTurn(ev); break;
+    case "emotion": {
+      const sel = $("emotion");
+      if (ev.available) sel.innerHTML = ev.available.map((e) => `<option>${e}</option>`).join("");
+      sel.value = ev.name;
+      break;
+    }
+    case "runtime": runtime = ev; showCounts(); break;
     case "latency": $("agent-latency").textContent = `${ev.name} ${ev.ms.toFixed(0)} ms`; break;
     case "pong": {
       const ms = performance.now() - ev.t;
@@ -87,6 +117,39 @@ function onEvent(ev) {
     }
     case "error": line("error", "error: " + ev.message); break;
   }
+}
+
+let runtime = null, liveDiv = null;
+
+function liveLine() {
+  if (!liveDiv || !liveDiv.isConnected) { liveDiv = document.createElement("div"); liveDiv.className = "agent"; $("transcript").appendChild(liveDiv); }
+  return liveDiv;
+}
+
+function onTurn(ev) {
+  duplex.turns.push(ev);
+  const ms = (x) => (x === null || x === undefined) ? "-" : x.toFixed(0) + " ms";
+  if (ev.kind === "response") {
+    $("turn-response").textContent = ms(ev.ms) + (ev.trigger ? ` (${ev.trigger})` : "");
+    const p = ev.parts || {};
+    $("turn-parts").textContent = ["endpoint", "listen", "llm", "generator", "decoder", "playout"].map((k) => (p[k] || 0).toFixed(0)).join(" / ");
+  } else if (ev.kind === "bargein") $("turn-bargein").textContent = ms(ev.ms);
+  else if (ev.kind === "backchannel") $("turn-backchannel").textContent = ms(ev.ms);
+  showCounts();
+}
+
+function showCounts() {
+  const n = (k) => duplex.turns.filter((t) => t.kind === k).length;
+  const stalls = runtime ? runtime.loop_stalls_over_20ms : "-";
+  $("turn-counts").textContent = `${n("response")} / ${n("bargein")} / ${stalls}`;
+}
+
+function setEmotion(name) {
+  if (channel && channel.readyState === "open") channel.send(JSON.stringify({ type: "emotion", name }));
+}
+
+function interrupt() {
+  if (channel && channel.readyState === "open") channel.send(JSON.stringify({ type: "interrupt" }));
 }
 
 function sendText(text) {
@@ -145,6 +208,7 @@ async function start() {
       audio: { echoCancellation: !raw, noiseSuppression: !raw, autoGainControl: !raw },
     });
     ctx = new AudioContext();
+    duplex.sampleRate = ctx.sampleRate;
     await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([METER_WORKLET], { type: "text/javascript" })));
     await meter(ctx.createMediaStreamSource(micStream), duplex.mic, $("level-mic"));
 
@@ -159,7 +223,7 @@ async function start() {
       const stream = e.streams[0] || new MediaStream([e.track]);
       // Chrome only feeds remote WebRTC audio into WebAudio while a media element plays it.
       $("agent-audio").srcObject = stream;
-      await meter(ctx.createMediaStreamSource(stream), duplex.remote, $("level-agent"));
+      await meter(ctx.createMediaStreamSource(stream), duplex.remote, $("level-agent"), params.get("record") === "1");
     };
     pc.onconnectionstatechange = () => {
       const s = pc && pc.connectionState;
@@ -201,5 +265,7 @@ function stop(reason) {
 }
 
 $("mic").onclick = () => (pc ? stop("closed") : start());
+$("emotion").onchange = (e) => setEmotion(e.target.value);
+$("interrupt").onclick = () => interrupt();
 $("say").onsubmit = (e) => { e.preventDefault(); sendText($("text").value); line("user", "you: " + $("text").value); $("text").value = ""; };
 if (params.get("autostart") === "1") start();

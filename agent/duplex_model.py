@@ -1,0 +1,537 @@
+"""The whole agent, one 160 ms chunk at a time: ``DuplexModel`` composes the parts.
+
+Parts (each built by its own factory; nothing is re-implemented here):
+
+- ``listener``   (agent.speech_input.SpeechListener): encoder -> adapter -> frozen LLM prefill ->
+  state head, on the *listening* LLM context;
+- ``llm``        (agent.llm.FrozenLLM): also decodes the reply, on a separate *answer* context;
+- ``units``      (agent.units.UnitTokenizer): the user's 25 Hz units for the generator;
+- ``generator``  (agent.unit_generator + agent.unit_session): SyncLLM-style agent units, reading
+  the reply text word by word;
+- ``tts``        (agent.tts_emotion.EmotionTTS): streaming unit decoder with emotion plugins.
+
+Per-session state lives in a :class:`DuplexState` (streaming states of every part, parked between
+calls), so one model serves many sessions and a session's reset never touches another's. Two LLM
+contexts per session, as in Freeze-Omni: when the state head says *interrupt*, the listening
+context (system prompt, prompt embeddings, the user's speech) becomes the answer context (the
+chat suffix is prefilled and the reply decoded there) and a fresh listening context starts on
+the spare KV cache, so the agent keeps hearing the user while it speaks without either context
+corrupting the other.
+
+Two ways to drive it:
+
+- ``step(state, chunk)``: one call per 160 ms chunk; the model's own state head takes the turn
+  and detects barge-ins, and while the agent speaks the reply advances by one chunk (LLM text ->
+  unit generator -> decoder). Simple and synchronous (the Python API, offline use, tests).
+- the staged methods (``listen``, ``user_units``, ``begin_reply``, ``decode``, ``generate``,
+  ``synthesize``, ``cancel_*``), which the asyncio runtime (``duplex.session``) runs on one worker
+  thread per model, combined with the VAD by ``duplex.turn_policy``. Each staged method touches
+  one model only: ``listen``/``begin_reply``/``decode`` the LLM side, ``user_units``/``generate``
+  the generator side, ``synthesize`` the decoder.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from agent.llm import FrozenLLM, IncrementalDetokenizer, LLMState
+from agent.speech_input import SpeechListener
+from agent.streaming import StateDict, StreamingModule
+from agent.tts_emotion import NEUTRAL, EmotionTTS
+from agent.unit_generator import LoadedGenerator
+from agent.unit_session import ChunkStep, GeneratorSession, open_session
+from agent.units import UnitTokenizer
+
+CONTINUE, INTERRUPT, REJECT = 0, 1, 2
+INPUT_RATE = 16000
+
+
+@contextmanager
+def installed(module: StreamingModule, states: StateDict) -> Iterator[None]:
+    """Install a session's parked streaming states on ``module`` for the block's duration."""
+    module.set_streaming_state(states)
+    try:
+        yield
+    finally:
+        module.set_streaming_state(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reply emotion from text
+# ---------------------------------------------------------------------------------------------
+_EMOTION_WORDS: dict[str, tuple[str, ...]] = {
+    "happy": ("glad", "happy", "great", "wonderful", "congratulations", "awesome", "love", "fun", "delighted",
+              "fantastic", "excellent", "yay", "enjoy", "nice"),
+    "sad": ("sorry", "sad", "unfortunately", "miss", "loss", "regret", "afraid", "lonely", "condolences"),
+    "angry": ("angry", "unacceptable", "annoying", "outrageous", "furious", "stop", "hate"),
+    "surprised": ("wow", "really", "amazing", "incredible", "surprising", "whoa", "unbelievable", "oh"),
+}
+
+
+def emotion_from_text(text: str, available: set[str] | None = None) -> str:
+    """A reply's emotion from its words: the emotion with most cue words (ties and none: neutral).
+
+    A small lexicon, deliberately: the reply is streamed, so the emotion is picked from the words
+    decoded when its speech starts (the LLM runs well ahead of the speech), and it must cost
+    nothing. Emotions without a loaded plugin are skipped.
+    """
+    words = re.findall(r"[a-z']+", text.lower())
+    scores = {e: sum(w in cues for w in words) for e, cues in _EMOTION_WORDS.items()
+              if available is None or e in available}
+    if text.rstrip().endswith("!") and (available is None or "happy" in available):
+        scores["happy"] = scores.get("happy", 0) + 1
+    best = max(scores.items(), key=lambda kv: kv[1], default=(NEUTRAL, 0))
+    if best[1] == 0 or sum(v == best[1] for v in scores.values()) > 1:
+        return NEUTRAL
+    return best[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# State and results
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ReplyText:
+    """The LLM side of one reply (lives in ``DuplexState.reply``)."""
+
+    id: int
+    stream: Iterator[tuple[int, torch.Tensor]] | None
+    detok: IncrementalDetokenizer
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    ended: bool = False
+
+
+@dataclass
+class DuplexState:
+    """Everything one session's models remember between calls. Make it with ``DuplexModel.new_state``."""
+
+    listener: StateDict
+    """Streaming states of the listener; its ``"llm"`` entry is the listening context."""
+    spare: LLMState
+    """The other LLM context: the last reply's answer context, reused as the next listening one."""
+    units: StateDict
+    generator: GeneratorSession
+    tts: StateDict | None = None
+    """Decoder states of the utterance being spoken (None between utterances)."""
+    emotion: str = NEUTRAL
+    """Emotion of the next replies: a plugin name, ``neutral`` or ``auto`` (picked from the reply text)."""
+    utterance_emotion: str = NEUTRAL
+    """Emotion of the utterance being spoken."""
+    reply: ReplyText | None = None
+    answer: LLMState | None = None
+    """The answer context while a reply is decoded."""
+    needs_restart: bool = False
+    """The listening context must be restarted (prefix + prompt) before the next chunk."""
+    chunks: int = 0
+    """Chunks listened to."""
+    unit_chunks: int = 0
+    """Chunks whose user units were pushed to the generator."""
+    restarts: int = 0
+    """Listening contexts started because the old one was full (long silence)."""
+    speaking_reply: int | None = None
+    """Reply whose units the generator is speaking (step() mode)."""
+    reply_chunks: int = 0
+    """Generator chunks of the current reply (step() mode)."""
+
+
+@dataclass
+class ListenResult:
+    probs: np.ndarray
+    """(3,) state-head probabilities: continue, interrupt, reject."""
+    decision: int
+    index: int
+    """Chunk index (0 = the session's first 160 ms)."""
+    compute_s: float
+
+
+@dataclass
+class TextChunk:
+    tokens: list[int]
+    hidden: torch.Tensor | None
+    """(n, D) hidden states of ``tokens``."""
+    text: str
+    ended: bool
+    compute_s: float
+
+
+@dataclass
+class StepResult:
+    """What ``DuplexModel.step`` did for one chunk."""
+
+    listen: ListenResult
+    audio: np.ndarray
+    """Agent audio completed in this step (mono float32 at ``sample_rate``; may be empty)."""
+    events: list[str]
+    """Turn events of this step: take_turn, barge_in, reply_done."""
+    text: str
+    """Reply text decoded in this step."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+class DuplexModel:
+    """The agent's models, shared by every session. Shapes: input chunks (2560,) float32 at 16 kHz."""
+
+    def __init__(self, listener: SpeechListener, units: UnitTokenizer, generator: LoadedGenerator,
+                 tts: EmotionTTS, cfg: Any) -> None:
+        self.listener = listener
+        self.llm: FrozenLLM = listener.llm
+        self.units = units
+        self.generator = generator
+        self.tts = tts
+        self.cfg = cfg
+        self.chunk_samples = listener.speech.chunk_samples
+        self.chunk_s = self.chunk_samples / INPUT_RATE
+        self.positions_per_chunk = listener.speech.positions_per_chunk
+        from agent.tts import SAMPLE_RATE
+
+        self.sample_rate = SAMPLE_RATE
+        self.input_rate = INPUT_RATE
+        arch = generator.model.arch
+        if arch.chunk_ms != int(round(1000 * self.chunk_s)):
+            raise ValueError(f"generator chunk {arch.chunk_ms} ms != listener chunk {1000 * self.chunk_s:.0f} ms")
+        self.units_per_chunk = arch.frames_per_chunk
+        max_reply_s = getattr(getattr(cfg, "runtime", None), "max_reply_s", 30.0)
+        self.max_reply_chunks = max(1, int(max_reply_s / self.chunk_s))
+        self.max_tail_s = float(getattr(getattr(cfg, "runtime", None), "max_tail_s", 3.0))
+        self.speaking_vector = torch.tensor([True])
+        self.silent_vector = torch.tensor([False])
+        self.head_override: Callable[[DuplexState, int, bool], np.ndarray | None] | None = None
+        """Test/simulation hook: (state, chunk index, agent speaking) -> (3,) probabilities that
+        replace the state head's (None keeps them). The model still runs in full."""
+
+    # -- sessions ------------------------------------------------------------------------------
+    def new_state(self, emotion: str = NEUTRAL) -> DuplexState:
+        """Fresh per-session state (allocates the KV caches: two LLM contexts, the generator's)."""
+        self.check_emotion(emotion)
+        return DuplexState(
+            listener=self.listener.new_streaming_state(1),
+            spare=self.llm.new_streaming_state(1)[""],  # type: ignore[arg-type]
+            units=self.units.new_streaming_state(1),
+            generator=open_session(self.generator, self.cfg.generator, self.llm),
+            emotion=emotion,
+        )
+
+    def check_emotion(self, emotion: str) -> None:
+        if emotion not in (NEUTRAL, "auto") and emotion not in self.tts.plugins:
+            raise KeyError(f"no emotion {emotion!r}; available: neutral, auto, {', '.join(self.tts.plugins) or '(no plugins)'}")
+
+    @property
+    def emotions(self) -> list[str]:
+        return [NEUTRAL, *self.tts.plugins]
+
+    # -- LLM side (one worker) -------------------------------------------------------------------
+    def _ensure_listening_context(self, state: DuplexState, positions: int = 0) -> None:
+        llm_state = self.llm.streaming_state
+        room = int(self.llm.cfg.max_context - llm_state.lengths[0])
+        if state.needs_restart or room < max(positions, self.positions_per_chunk) + len(self.listener.layout.suffix) + 1:
+            # A new context: after a reply (Freeze-Omni restarts at each turn taken, and so does
+            # stage-3 training), or when a very long stretch without a reply filled the cache.
+            self.listener.restart_context()
+            if not state.needs_restart:
+                state.restarts += 1
+            state.needs_restart = False
+
+    @torch.no_grad()
+    def listen(self, state: DuplexState, audio: np.ndarray, agent_speaking: bool = False) -> ListenResult:
+        """One chunk of user audio (2560,) -> the state head's decision on the listening context."""
+        return self.listen_chunks(state, audio, [agent_speaking])[0]
+
+    @torch.no_grad()
+    def listen_chunks(self, state: DuplexState, audio: np.ndarray, agent_speaking: list[bool]) -> list[ListenResult]:
+        """n chunks at once (n * 2560,), one decision per chunk.
+
+        The same computation as n calls of ``SpeechListener.step`` (the encoder and adapter stream
+        whole chunks; the LLM prefills the 2n positions causally and the state head reads each
+        chunk's last position), but one LLM pass instead of n: the LLM's cost is in reading its
+        weights, so a session that fell behind catches up at almost the price of one chunk.
+        """
+        t0 = time.perf_counter()
+        n = len(agent_speaking)
+        x = torch.from_numpy(_clean(audio, n * self.chunk_samples))[None]
+        speech = self.listener.speech
+        p = self.positions_per_chunk
+        with installed(self.listener, state.listener):
+            self._ensure_listening_context(state, positions=n * p)
+            if n == 1:
+                res = self.listener.step(x, self.speaking_vector if agent_speaking[0] else self.silent_vector)
+                logits = res.logits[:, None]
+            else:
+                self.listener._start_rows()  # what SpeechListener.step does first (prefix + prompt once per context)
+                frames = speech.encoder.step(x)
+                embeds = speech.adapter.step(frames)  # (1, n * p, D)
+                flags = torch.tensor(agent_speaking, dtype=embeds.dtype).repeat_interleave(p)
+                embeds = embeds + flags[None, :, None] * speech.speaking
+                hidden = self.llm.prefill(embeds).hidden[:, p - 1 :: p]  # (1, n, D): each chunk's last position
+                logits = speech.state_head(hidden)
+                self.listener.streaming_state.chunks += n
+        probs = torch.softmax(logits[0].float(), -1).numpy()
+        out = []
+        dt = time.perf_counter() - t0
+        for i in range(n):
+            pr = probs[i]
+            if self.head_override is not None:
+                forced = self.head_override(state, state.chunks, agent_speaking[i])
+                if forced is not None:
+                    pr = np.asarray(forced, dtype=np.float32)
+            out.append(ListenResult(probs=pr, decision=int(pr.argmax()), index=state.chunks, compute_s=dt))
+            state.chunks += 1
+        return out
+
+    @torch.no_grad()
+    def begin_reply(self, state: DuplexState, reply_id: int) -> float:
+        """Close the user's turn on the listening context, which becomes the answer context; the
+        spare context becomes the next listening one. Returns compute seconds."""
+        t0 = time.perf_counter()
+        with installed(self.listener, state.listener):
+            self._ensure_listening_context(state)
+            first_logits = self.listener.begin_reply()[0]
+        answer = state.listener["llm"]
+        state.listener["llm"] = state.spare
+        state.spare = answer  # type: ignore[assignment]
+        state.answer = answer  # type: ignore[assignment]
+        state.needs_restart = True
+        self.llm.set_streaming_state({"": answer})
+        try:
+            # Lazily evaluated: no token is decoded until ``decode`` asks (with this state installed).
+            stream = self.llm.generate_stream(first_logits, self.llm.cfg.max_new_tokens, self.llm.cfg.repetition_penalty)
+        finally:
+            self.llm.set_streaming_state(None)
+        state.reply = ReplyText(id=reply_id, stream=stream, detok=IncrementalDetokenizer(self.llm))
+        return time.perf_counter() - t0
+
+    @torch.no_grad()
+    def decode(self, state: DuplexState, max_tokens: int = 1) -> TextChunk:
+        """Decode up to ``max_tokens`` more reply tokens on the answer context."""
+        t0 = time.perf_counter()
+        r = state.reply
+        if r is None or r.ended or r.stream is None or state.answer is None:
+            return TextChunk([], None, "", True, 0.0)
+        tokens: list[int] = []
+        hidden: list[torch.Tensor] = []
+        self.llm.set_streaming_state({"": state.answer})
+        try:
+            for _ in range(max_tokens):
+                try:
+                    token, h = next(r.stream)
+                except StopIteration:
+                    r.ended = True
+                    break
+                tokens.append(token)
+                hidden.append(h.float())
+        finally:
+            self.llm.set_streaming_state(None)
+        text = "".join(r.detok.push(t) for t in tokens)
+        r.tokens += tokens
+        r.text += text
+        if r.ended:
+            r.stream = None
+        return TextChunk(tokens, torch.stack(hidden) if hidden else None, text, r.ended, time.perf_counter() - t0)
+
+    def cancel_text(self, state: DuplexState) -> None:
+        """Stop decoding the reply (barge-in); its context is kept as the spare."""
+        if state.reply is not None:
+            state.reply.stream = None
+            state.reply.ended = True
+        state.answer = None
+
+    # -- generator side (one worker) -------------------------------------------------------------
+    @torch.no_grad()
+    def user_units(self, state: DuplexState, audio: np.ndarray, chunks: int = 1) -> np.ndarray:
+        """The user's units of ``chunks`` chunks of audio, handed to the generator chunk by chunk."""
+        x = torch.from_numpy(_clean(audio, chunks * self.chunk_samples))[None]
+        with installed(self.units, state.units):
+            units = self.units.push(x)[0].numpy()
+        n = self.units_per_chunk
+        for i in range(len(units) // n):
+            state.generator.push_user_chunk(state.unit_chunks, units[i * n : (i + 1) * n])
+            state.unit_chunks += 1
+        return units
+
+    def start_reply_units(self, state: DuplexState) -> None:
+        state.generator.start_reply()
+
+    def push_text(self, state: DuplexState, text: list[TextChunk], start: bool = False) -> bool:
+        """Hand reply text to the generator without stepping (``start``: it begins a new reply);
+        returns ``reply_ready``."""
+        gen = state.generator
+        if start:
+            gen.start_reply()
+        for chunk in text:
+            for i, token in enumerate(chunk.tokens):
+                gen.push_text(token, chunk.hidden[i] if chunk.hidden is not None else None)
+            if chunk.ended:
+                gen.end_text()
+        return self.reply_ready(state)
+
+    @torch.no_grad()
+    def generate(self, state: DuplexState, text: list[TextChunk] | None = None) -> ChunkStep:
+        """Feed new reply text to the generator, then produce the agent's next chunk of units."""
+        if text:
+            self.push_text(state, text)
+        return state.generator.step()
+
+    def over_budget(self, state: DuplexState, reply_chunks: int) -> bool:
+        """A reply that has spoken longer than any sane rendering of its text (or ``max_reply_s``).
+
+        Once the text is complete the budget is 1 s per word plus ``max_tail_s``: a trained
+        generator ends far earlier; an untrained one would babble on."""
+        if reply_chunks >= self.max_reply_chunks:
+            return True
+        r = state.generator.reply
+        if r is None or not r.words.ended:
+            return False
+        return reply_chunks * self.chunk_s > len(r.words.words) * 1.0 + self.max_tail_s
+
+    def cancel_units(self, state: DuplexState) -> None:
+        state.generator.cancel_reply()
+
+    def reply_ready(self, state: DuplexState) -> bool:
+        """The generator has enough reply text to start speaking (its lookahead, or the whole reply)."""
+        r = state.generator.reply
+        if r is None:
+            return False
+        w = r.words
+        return r.started or len(w.words) >= self.generator.model.arch.text_lookahead or (w.ended and bool(w.words))
+
+    # -- decoder (one worker) -------------------------------------------------------------------
+    @torch.no_grad()
+    def synthesize(self, state: DuplexState, units: np.ndarray | None, final: bool = False,
+                   emotion: str | None = None) -> np.ndarray:
+        """Units of the utterance being spoken -> the audio they complete (float32 at 22.05 kHz).
+
+        The first call of an utterance starts it (``emotion`` or the session's), ``final`` ends it
+        and returns the decoder's tail.
+        """
+        if state.tts is None:
+            state.tts = self.tts.tts.new_streaming_state(1)
+            state.utterance_emotion = emotion if emotion is not None else (
+                state.emotion if state.emotion != "auto" else NEUTRAL)
+        self.tts.set_emotion(state.utterance_emotion)
+        u = torch.as_tensor(np.asarray(units if units is not None else [], dtype=np.int64))[None]
+        with installed(self.tts.tts, state.tts):
+            out = self.tts(u if u.shape[1] else None, final=final)
+        audio = out.row(0).float().numpy()
+        if final:
+            state.tts = None
+        return np.clip(np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0).astype(np.float32)
+
+    def pick_emotion(self, state: DuplexState) -> str:
+        """Emotion of a new utterance: the session's, or with ``auto`` one picked from the reply text so far."""
+        if state.emotion == "auto":
+            return emotion_from_text(state.reply.text if state.reply is not None else "", set(self.tts.plugins))
+        return state.emotion
+
+    def cancel_speech(self, state: DuplexState) -> None:
+        state.tts = None
+
+    # -- one call per chunk ------------------------------------------------------------------------
+    def step(self, state: DuplexState, audio: np.ndarray, *, tokens_per_step: int = 4) -> StepResult:
+        """One 160 ms chunk, synchronously: listen; take the turn or stop on the state head; while
+        a reply is on, decode up to ``tokens_per_step`` tokens and advance generator and decoder by
+        one chunk. (The runtime does the same work on three threads with a VAD-aware policy.)"""
+        events: list[str] = []
+        speaking = state.speaking_reply is not None
+        res = self.listen(state, audio, agent_speaking=speaking)
+        self.user_units(state, audio)
+        text = ""
+        pieces: list[np.ndarray] = []
+        if speaking and res.decision == CONTINUE:
+            # The user holds the floor while the agent speaks: barge-in.
+            self.cancel_text(state)
+            self.cancel_units(state)
+            self.cancel_speech(state)
+            state.speaking_reply = None
+            events.append("barge_in")
+        elif not speaking and res.decision == INTERRUPT:
+            reply_id = (state.reply.id + 1) if state.reply is not None else 0
+            self.begin_reply(state, reply_id)
+            self.start_reply_units(state)
+            state.speaking_reply = reply_id
+            state.reply_chunks = 0
+            events.append("take_turn")
+        if state.speaking_reply is not None:
+            chunk = self.decode(state, tokens_per_step)
+            text = chunk.text
+            step = self.generate(state, [chunk])
+            reply = state.generator.reply
+            done = reply is None or (not state.generator.reply_pending and not step.speaking and chunk.ended)
+            state.reply_chunks += 1
+            if self.over_budget(state, state.reply_chunks):
+                done = True  # an untrained or looping generator never ends on its own
+            if self.reply_ready(state) or state.tts is not None:
+                emotion = self.pick_emotion(state) if state.tts is None else None
+                pieces.append(self.synthesize(state, step.agent_units, final=done, emotion=emotion))
+            elif done and state.tts is not None:
+                pieces.append(self.synthesize(state, None, final=True))
+            if done:
+                state.speaking_reply = None
+                events.append("reply_done")
+        else:
+            self.generate(state)  # the generator's timeline runs on while listening
+        audio_out = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        return StepResult(listen=res, audio=audio_out, events=events, text=text)
+
+
+def _clean(audio: np.ndarray, n: int) -> np.ndarray:
+    """One chunk as float32 (n,): NaN/inf -> 0, clipped to [-1, 1], zero-padded or cut to n."""
+    x = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if not np.all(np.isfinite(x)):
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    x = np.clip(x, -1.0, 1.0)
+    if len(x) != n:
+        x = np.pad(x[:n], (0, max(0, n - len(x))))
+    return np.ascontiguousarray(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Factory
+# ---------------------------------------------------------------------------------------------
+def load_runtime_tts(cfg: Any) -> EmotionTTS:
+    """The decoder the runtime speaks with: the trained card (+ plugins), or an UNTRAINED front end on
+    the Piper decoder: ``tts.card: ""`` a small one (the tiny preset), ``"random"`` the default
+    architecture (compute measurements before trained weights exist). Untrained, the speech is noise."""
+    from agent.tts_emotion import load_emotion_tts
+
+    if cfg.tts.card not in ("", "random"):
+        return load_emotion_tts(cfg)[0]
+    from agent.piper_torch import load_vits
+    from agent.tts import UnitTTSConfig, build_tts
+
+    torch.manual_seed(cfg.seed)
+    vits, _ = load_vits(cfg.voice)
+    arch = UnitTTSConfig() if cfg.tts.card == "random" else UnitTTSConfig(
+        unit_blocks=2, frame_blocks=1, unit_channels=64, frame_channels=64)
+    tts = build_tts(arch, vits.dec).eval()
+    tts.requires_grad_(False)
+    return EmotionTTS(tts)
+
+
+def load_duplex_model(cfg: Any) -> DuplexModel:
+    """Factory: every part by its card from an ``AgentConfig`` (LLM dtype from ``runtime.llm_dtype``)."""
+    import dataclasses
+
+    from agent.llm import load_llm
+    from agent.speech_input import load_listener
+    from agent.unit_generator import load_generator
+    from agent.units import load_unit_tokenizer
+
+    llm_cfg = cfg.llm
+    runtime = getattr(cfg, "runtime", None)
+    if runtime is not None and runtime.llm_dtype:
+        llm_cfg = dataclasses.replace(llm_cfg, dtype=runtime.llm_dtype)
+    llm = load_llm(llm_cfg)
+    listener = load_listener(cfg.speech, llm)
+    units = load_unit_tokenizer(cfg.units)
+    generator = load_generator(cfg.generator)
+    tts = load_runtime_tts(cfg)
+    return DuplexModel(listener, units, generator, tts, cfg)

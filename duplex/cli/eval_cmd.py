@@ -1,0 +1,40 @@
+"""``duplex-agent eval encoder --data DIR``: held-out figures of the speech input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from duplex.cli.common import add_config_args, config_from_args, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="held-out evaluations")
+    esub = p.add_subparsers(dest="eval_name", required=True, metavar="NAME")
+    e = esub.add_parser("encoder", help="speech input: transcript CER, state-head F1, spoken-QA agreement")
+    e.add_argument("--data", required=True, help="speech corpus directory (its test split is evaluated)")
+    e.add_argument("--weights", default=None, help="speech weights .safetensors (default: the preset's bundled card)")
+    e.add_argument("--limit", type=int, default=None, help="at most this many examples per part")
+    e.add_argument("--parts", nargs="+", choices=["cer", "state", "qa"], default=["cer", "state", "qa"])
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--out", default=None, help="also write the JSON to this file")
+    add_config_args(e)
+    e.set_defaults(func=cmd_eval_encoder)
+
+
+def cmd_eval_encoder(args: argparse.Namespace) -> int:
+    from training.speech_eval import run_eval
+
+    result = run_eval(config_from_args(args), args.data, weights=args.weights, limit=args.limit, parts=args.parts,
+                      progress=not args.json)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    if args.json:
+        print_json(result)
+    else:
+        for key, value in result.items():
+            if not isinstance(value, (list, dict)):
+                print(f"{key:<28} {value:.4f}" if isinstance(value, float) else f"{key:<28} {value}")
+    return 0

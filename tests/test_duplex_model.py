@@ -1,0 +1,130 @@
+"""DuplexModel on the tiny preset (random tiny models, real code paths): time-batched listening
+equals chunk-by-chunk, the listening and answer contexts do not disturb each other, and
+``step()`` speaks, stops on barge-in and keeps sessions apart."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agent.duplex_model import CONTINUE, INTERRUPT, REJECT, emotion_from_text
+
+
+@pytest.fixture(scope="module")
+def model(tiny_cfg):
+    import dataclasses
+
+    from agent.duplex_model import load_duplex_model
+
+    cfg = dataclasses.replace(tiny_cfg, runtime=dataclasses.replace(tiny_cfg.runtime, max_reply_s=2.0, max_tail_s=0.5))
+    torch.set_num_threads(1)
+    return load_duplex_model(cfg)
+
+
+def _audio(n_chunks: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_chunks * 2560) / 16000
+    return (0.2 * np.sin(2 * np.pi * 180 * t) * (rng.random(len(t)) > 0.3) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def test_listening_several_chunks_at_once_equals_one_by_one(model):
+    audio = _audio(5)
+    speaking = [False, False, True, True, False]
+    a, b = model.new_state(), model.new_state()
+    one = [model.listen(a, audio[i * 2560 : (i + 1) * 2560], speaking[i]) for i in range(5)]
+    first = model.listen_chunks(b, audio[:2560], speaking[:1])
+    rest = model.listen_chunks(b, audio[2560:], speaking[1:])
+    many = first + rest
+    torch.testing.assert_close(torch.tensor(np.stack([r.probs for r in many])),
+                               torch.tensor(np.stack([r.probs for r in one])), atol=2e-5, rtol=1e-4)
+    assert [r.index for r in many] == [0, 1, 2, 3, 4]
+
+
+def test_listening_while_answering_does_not_change_the_answer(model):
+    audio = _audio(6, seed=1)
+    plain, busy = model.new_state(), model.new_state()
+    for st in (plain, busy):
+        model.listen_chunks(st, audio[: 4 * 2560], [False] * 4)
+        model.begin_reply(st, reply_id=0)
+    ref = model.decode(plain, 6)
+    got = []
+    for i in range(6):
+        got.append(model.decode(busy, 1))
+        # The user keeps talking over the answer: the listening context moves on meanwhile.
+        model.listen(busy, audio[(i % 2) * 2560 : (i % 2 + 1) * 2560], agent_speaking=True)
+    tokens = [t for c in got for t in c.tokens]
+    assert tokens == ref.tokens[: len(tokens)] and len(tokens) == len(ref.tokens)
+    torch.testing.assert_close(torch.cat([c.hidden for c in got if c.hidden is not None]), ref.hidden)
+    # The listening context restarted after the turn was taken: its cache holds the new context only.
+    assert busy.restarts == 0 and not busy.needs_restart
+    llm_len = int(busy.listener["llm"].lengths[0])
+    prompt = len(model.listener.layout.prefix) + model.listener.speech.prompt.shape[0]
+    assert llm_len == prompt + 6 * model.positions_per_chunk
+
+
+def test_step_speaks_after_interrupt_and_stops_on_barge_in(model):
+    st = model.new_state()
+    script = {3: INTERRUPT, 14: CONTINUE}
+
+    def head(state, k, speaking):
+        if k in script:
+            return np.eye(3)[script[k]]
+        return np.eye(3)[REJECT if speaking else CONTINUE]
+
+    model.head_override = head
+    try:
+        audio = _audio(20, seed=2)
+        results = [model.step(st, audio[i * 2560 : (i + 1) * 2560]) for i in range(20)]
+    finally:
+        model.head_override = None
+    events = {i: r.events for i, r in enumerate(results) if r.events}
+    assert events[3] == ["take_turn"] and events[14] == ["barge_in"]
+    spoken = [len(r.audio) for r in results]
+    assert sum(spoken[4:14]) > 0.5 * 10 * 0.16 * model.sample_rate  # it spoke while its turn lasted
+    assert all(n == 0 for n in spoken[14:])  # and nothing after the barge-in
+    assert st.tts is None and st.speaking_reply is None and st.generator.reply is None
+
+
+def test_sessions_are_independent(model):
+    audio = _audio(12, seed=3)
+
+    other_events: list[tuple[int, list[str]]] = []
+
+    def run(with_other: bool) -> list[np.ndarray]:
+        a = model.new_state()
+        b = model.new_state() if with_other else None
+
+        def head(state, k, speaking):
+            if k == 2:
+                return np.eye(3)[INTERRUPT]
+            if state is b and k == 6:
+                return np.eye(3)[CONTINUE]  # only the other session is barged in on
+            return np.eye(3)[REJECT if speaking else CONTINUE]
+
+        model.head_override = head
+        out = []
+        try:
+            for i in range(12):
+                x = audio[i * 2560 : (i + 1) * 2560]
+                out.append(model.step(a, x).audio)
+                if b is not None:
+                    ev = model.step(b, x[::-1].copy()).events
+                    if ev:
+                        other_events.append((i, ev))
+        finally:
+            model.head_override = None
+        return out
+
+    alone, together = run(False), run(True)
+    assert other_events == [(2, ["take_turn"]), (6, ["barge_in"])]
+    assert sum(len(x) for x in alone[6:]) > 0  # session a kept talking through b's barge-in
+    for x, y in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_emotion_from_reply_text():
+    assert emotion_from_text("I'm so sorry to hear that.") == "sad"
+    assert emotion_from_text("Wow, that is amazing!", {"surprised"}) == "surprised"
+    assert emotion_from_text("Paris is the capital of France.") == "neutral"
+    assert emotion_from_text("I'm sorry to hear that.", {"happy"}) == "neutral"  # no sad plugin loaded

@@ -1,0 +1,192 @@
+"""The asyncio runtime end to end on the tiny preset, on the virtual clock with fixed compute
+costs, so the assertions are about WHEN things happen (deterministic timelines).
+
+The tiny models are untrained, so the state head's decisions come from the scripted timeline
+(``TimelineHead``: the label rules of training/data/labels.py applied to what the scripted user
+actually said): what is under test is the runtime around the head, not the head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from duplex.clock import EventClock
+from duplex.scripted_user import Say, TimelineHead, run_script
+from duplex.session import DuplexAgentFactory
+from duplex.workers import CostModel
+from speech_io.wav import resample
+
+COSTS = dict(listen=0.03, units=0.01, decode=0.02, begin_reply=0.01, generate=0.015, tts=0.04)
+
+
+@pytest.fixture(scope="module")
+def factory(tiny_cfg):
+    from agent.duplex_model import load_duplex_model
+
+    rt = dataclasses.replace(tiny_cfg.runtime, max_reply_s=3.0, max_tail_s=0.5, metrics_jsonl="")
+    cfg = dataclasses.replace(tiny_cfg, runtime=rt)
+    torch.set_num_threads(1)
+    fac = DuplexAgentFactory(load_duplex_model(cfg), cfg, cost=CostModel.deterministic(**COSTS), watchdog=False)
+    yield fac
+    fac.close()
+
+
+@pytest.fixture(scope="module")
+def speech(voice):
+    """Seeded Piper renderings at 16 kHz with word times: (audio, first word start, last word end)."""
+
+    def render(text: str, seed: int) -> tuple[np.ndarray, float, float]:
+        syn = voice.render(text, seed=seed)
+        return resample(syn.audio, syn.sample_rate, 16000).astype(np.float32), syn.words[0].start, syn.words[-1].end
+
+    return {
+        "question": render("What is the capital of France?", 1),
+        "bargein": render("Wait, tell me about Italy instead, please.", 2),
+        "backchannel": render("Mm hmm.", 3),
+    }
+
+
+def _say(speech, name: str, **kw) -> Say:
+    audio, ws, we = speech[name]
+    return Say(audio, name=name, words_start=ws, words_end=we, **kw)
+
+
+def _run(factory, script, **kw):
+    from speech_io.webrtc.server import make_detector
+
+    head = TimelineHead(kinds={"backchannel": "backchannel"})
+    factory.model.head_override = head
+
+    async def main():
+        return await run_script(factory, script, EventClock(), detector=make_detector(factory.cfg.vad),
+                                played=head.played, **kw)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        factory.model.head_override = None
+
+
+def _states(result) -> list[tuple[float, str]]:
+    return [(round(e["t"], 3), e["state"]) for _, e in result.events if e["type"] == "state"]
+
+
+def test_question_is_answered_on_a_deterministic_timeline(factory, speech):
+    script = [_say(speech, "question", at=0.3)]
+    a = _run(factory, script, max_s=12.0)
+    b = _run(factory, script, max_s=12.0)
+    assert _states(a) == _states(b)  # same input, same virtual timeline, however loaded the machine
+    states = _states(a)
+    assert [s for _, s in states] == ["listening", "thinking", "speaking", "listening"]
+    q = a.played[0]
+    t_think = states[1][0]
+    # The head says "interrupt" on the first chunk ending 80 ms after the last word; the decision
+    # exists one listening step (30 ms) after that chunk's end.
+    chunk_end = np.ceil((q.speech_end + 0.08) / 0.16 - 1e-6) * 0.16
+    assert t_think == pytest.approx(chunk_end + COSTS["listen"], abs=1e-6)
+    [resp] = [e for _, e in a.events if e["type"] == "turn" and e["kind"] == "response"]
+    assert sum(resp["parts"].values()) == pytest.approx(resp["ms"], abs=0.5)
+    assert resp["parts"]["listen"] == pytest.approx(1000 * COSTS["listen"], abs=0.5)
+    assert resp["trigger"] == "state_head"
+    # Agent audio only after the question.
+    act = a.agent_activity()
+    first = np.flatnonzero(act)[0] * 0.01
+    assert first >= q.speech_end and first == pytest.approx(states[2][0], abs=0.03)
+    assert any(e["type"] == "reply_done" for _, e in a.events)
+
+
+def test_barge_in_stops_the_agent_within_200_ms_and_cancels_the_reply(factory, speech):
+    script = [_say(speech, "question", at=0.3), _say(speech, "bargein", after_agent=0.6)]
+    r = _run(factory, script, max_s=15.0)
+    barge = r.played[1]
+    [rec] = [e for _, e in r.events if e["type"] == "turn" and e["kind"] == "bargein"]
+    assert rec["ms"] <= 200
+    assert any(e["type"] == "policy" and e.get("action") == "cancel" for _, e in r.events)
+    act = r.agent_activity()
+    # Audible right up to the barge-in, silent from onset + 200 ms to the end of the user's turn.
+    assert act[int(barge.speech_start * 100) - 10 : int(barge.speech_start * 100)].any()
+    assert not act[int((barge.speech_start + 0.2) * 100) : int(barge.speech_end * 100)].any()
+    # The interrupted reply's queued audio and units are gone: the next thing said is a new reply.
+    replies = [e["reply"] for _, e in r.events if e["type"] == "reply_done"]
+    assert 0 not in replies
+
+
+def test_a_backchannel_does_not_stop_the_agent(factory, speech):
+    script = [_say(speech, "question", at=0.3), _say(speech, "backchannel", after_agent=0.5)]
+    r = _run(factory, script, max_s=15.0)
+    kinds = [e.get("kind") or e.get("action") for _, e in r.events if e["type"] in ("turn", "policy")]
+    assert "bargein" not in kinds and "cancel" not in kinds
+    assert any(e["type"] == "reply_done" and e["reply"] == 0 for _, e in r.events)
+    bc = r.played[1]
+    act = r.agent_activity()
+    assert act[int((bc.end + 0.3) * 100) :].any()  # still speaking after the mm-hm
+
+
+def test_one_sessions_barge_in_never_touches_another(factory, speech):
+    from speech_io.webrtc.server import make_detector
+
+    plain = [_say(speech, "question", at=0.3)]
+    barged = [_say(speech, "question", at=0.3), _say(speech, "bargein", after_agent=0.4)]
+    heads = {"a": TimelineHead(), "b": TimelineHead()}
+
+    def head(state, k, speaking):
+        return heads[state_ids[id(state)]](state, k, speaking)
+
+    state_ids: dict[int, str] = {}
+
+    async def main(both: bool):
+        clock = EventClock()
+        det = lambda: make_detector(factory.cfg.vad)  # noqa: E731
+        orig = factory.create_session
+
+        async def create(session_id, clk):
+            s = await orig(session_id, clk)
+            state_ids[id(s.st)] = session_id
+            return s
+
+        factory.create_session = create
+        try:
+            runs = [run_script(factory, plain, clock, detector=det(), session_id="b", played=heads["b"].played,
+                               max_s=10.0)]
+            if both:
+                runs.append(run_script(factory, barged, clock, detector=det(), session_id="a",
+                                       played=heads["a"].played, max_s=10.0))
+            return await asyncio.gather(*runs)
+        finally:
+            del factory.create_session
+
+    factory.model.head_override = head
+    try:
+        alone = asyncio.run(main(False))[0]
+        heads = {"a": TimelineHead(), "b": TimelineHead()}
+        b, a = asyncio.run(main(True))
+    finally:
+        factory.model.head_override = None
+
+    def text(r):
+        return [e["text"] for _, e in r.events if e["type"] == "text" and e["final"]]
+
+    assert any(e.get("kind") == "bargein" for _, e in a.events if e["type"] == "turn")
+    assert not any(e["type"] == "policy" for _, e in b.events)
+    assert [s for _, s in _states(b)] == ["listening", "thinking", "speaking", "listening"]
+    assert text(b) == text(alone)  # same reply, word for word
+    barge = a.played[1].speech_start
+    act = b.agent_activity()
+    assert act[int(barge * 100) : int((barge + 0.5) * 100)].any()  # b kept talking through a's barge-in
+
+
+def test_bench_duplex_reports_the_issue_keys(tiny_cfg):
+    from duplex.bench import duplex as bench
+
+    out = bench.run(tiny_cfg, n=1, head="oracle", realtime=False, progress=False)
+    for key in ("response_ms_p50", "response_ms_p90", "bargein_stop_ms_p90", "backchannel_kept_rate",
+                "pause_kept_rate", "rtf", "stalls_over_50ms", "max_realtime_sessions"):
+        assert key in out
+    assert out["response_ms_p50"] is not None and 0 < out["response_ms_p50"] < 5000
+    assert out["rtf"] > 0 and out["questions"] == 1 and out["head"] == "oracle"
+    assert set(out["response_parts_ms_p50"]) == {"endpoint", "listen", "llm", "generator", "decoder", "playout"}

@@ -1,0 +1,130 @@
+"""The per-chunk runtime path (SpeechListener) equals the offline training computation; weights I/O."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agent.speech_input import (
+    ChatLayout,
+    PrefixCache,
+    SpeechListener,
+    build_speech_input,
+    ctc_greedy,
+    text_to_ctc,
+)
+from agent.speech_weights import load_weights, read_metadata, save_weights
+from agent.state_head import StateHead
+from training.speech_eval import segment_inputs, state_logits_batch
+
+
+@pytest.fixture(scope="module")
+def tiny_speech(tiny_cfg, tiny_llm):
+    torch.manual_seed(0)
+    speech = build_speech_input(tiny_cfg.speech, tiny_llm).eval()
+    with torch.no_grad():  # a non-zero speaking vector and prompt so both paths must use them
+        speech.speaking.normal_(0, 0.5)
+    return speech
+
+
+def _audio(chunks: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, chunks * 2560, generator=g) * 0.05
+
+
+def test_listener_stream_equals_offline_training_path(tiny_cfg, tiny_llm, tiny_speech):
+    layout = ChatLayout.for_llm(tiny_llm, tiny_cfg.speech.transcribe_instruction)
+    listener = SpeechListener(tiny_speech, tiny_llm, layout)
+    chunks = 12
+    audio = _audio(chunks)
+    speaking = np.array([0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 1, 0], dtype=bool)
+    with torch.no_grad(), listener.streaming(1):
+        streamed = torch.cat([listener.step(audio[:, k * 2560 : (k + 1) * 2560], torch.tensor([bool(speaking[k])])).logits
+                              for k in range(chunks)])
+        first = listener.begin_reply()
+    emb, n = tiny_speech.speech_embeds(audio)
+    assert int(n[0]) == chunks * tiny_speech.positions_per_chunk
+    with torch.no_grad():
+        item = segment_inputs(tiny_speech, emb[0], speaking, 0, chunks)
+        offline = state_logits_batch(tiny_speech, PrefixCache(tiny_llm, layout.prefix), [item])[0]
+        # The reply's first-token logits equal a full forward over the whole context.
+        ctx = torch.cat([tiny_llm.embed(torch.tensor(layout.prefix)), item[0], tiny_llm.embed(torch.tensor(layout.suffix))])
+        full = tiny_llm.forward(ctx[None]).logits[0, -1]
+    torch.testing.assert_close(streamed, offline, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(first[0], full, rtol=1e-4, atol=1e-4)
+
+
+def test_speaking_vector_changes_the_decision_input(tiny_cfg, tiny_llm, tiny_speech):
+    layout = ChatLayout.for_llm(tiny_llm, tiny_cfg.speech.transcribe_instruction)
+    listener = SpeechListener(tiny_speech, tiny_llm, layout)
+    audio = _audio(3, seed=1)
+    outs = []
+    for flag in (False, True):
+        with torch.no_grad(), listener.streaming(1):
+            for k in range(3):
+                res = listener.step(audio[:, k * 2560 : (k + 1) * 2560], torch.tensor([flag]))
+            outs.append(res.hidden)
+    assert (outs[0] - outs[1]).abs().max() > 1e-3
+
+
+def test_weights_roundtrip_holds_no_llm_tensors(tmp_path, tiny_cfg, tiny_llm, tiny_speech):
+    path = save_weights(tiny_speech, tmp_path / "w.safetensors", meta={"stage": 3})
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any(k.startswith(("llm", "model.")) for k in keys)
+    assert sum(p.numel() for p in tiny_speech.parameters()) == sum(
+        np.prod(safe_open(str(path), "pt").get_slice(k).get_shape()) for k in keys if not k.endswith("embed_scale"))
+    assert read_metadata(path)["stage"] == 3
+    torch.manual_seed(1)
+    other = build_speech_input(tiny_cfg.speech, tiny_llm).eval()
+    audio = _audio(4, seed=2)
+    assert not torch.allclose(other.speech_embeds(audio)[0], tiny_speech.speech_embeds(audio)[0])
+    load_weights(other, path, strict_keys=True)
+    torch.testing.assert_close(other.speech_embeds(audio)[0], tiny_speech.speech_embeds(audio)[0])
+
+
+def test_ctc_text_roundtrip():
+    ids = text_to_ctc("Hello, World! It's 3.")
+    logits = torch.full((len(ids) * 2, 28), -5.0)
+    for i, c in enumerate(ids):
+        logits[2 * i, c] = 5.0  # each char then a blank
+        logits[2 * i + 1, 0] = 5.0
+    assert ctc_greedy(logits, len(ids) * 2) == "hello world it is three"
+
+
+def test_state_head_reads_hidden():
+    torch.manual_seed(0)
+    head = StateHead(16, hidden=8)
+    h = torch.randn(5, 16)
+    out = head(h)
+    assert out.shape == (5, 3)
+    assert not torch.allclose(out[0], out[1])
+    torch.testing.assert_close(head(h[:2]), out[:2])
+
+
+def test_restart_context_matches_training_segments(tiny_cfg, tiny_llm, tiny_speech):
+    """LLM context restarts at a taken turn while the encoder runs on: the offline segments of
+    stage 3 (embeddings from one pass over the whole episode) give the same logits."""
+    layout = ChatLayout.for_llm(tiny_llm, tiny_cfg.speech.transcribe_instruction)
+    listener = SpeechListener(tiny_speech, tiny_llm, layout)
+    audio = _audio(10, seed=3)
+    speaking = np.array([0, 0, 0, 0, 1, 1, 1, 0, 0, 0], dtype=bool)
+    with torch.no_grad(), listener.streaming(1):
+        first = [listener.step(audio[:, k * 2560 : (k + 1) * 2560], torch.tensor([bool(speaking[k])])).logits
+                 for k in range(4)]
+        listener.begin_reply()
+        for _ in range(3):  # a few "reply tokens" land in the cache, then the context restarts
+            tiny_llm.prefill_ids(torch.tensor([[42]]))
+        listener.restart_context()
+        second = [listener.step(audio[:, k * 2560 : (k + 1) * 2560], torch.tensor([bool(speaking[k])])).logits
+                  for k in range(4, 10)]
+    emb = tiny_speech.speech_embeds(audio)[0][0]
+    prefix = PrefixCache(tiny_llm, layout.prefix)
+    with torch.no_grad():
+        a, b = state_logits_batch(tiny_speech, prefix, [segment_inputs(tiny_speech, emb, speaking, 0, 4),
+                                                         segment_inputs(tiny_speech, emb, speaking, 4, 10)])
+    torch.testing.assert_close(torch.cat(first), a, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.cat(second), b, rtol=1e-4, atol=1e-4)
