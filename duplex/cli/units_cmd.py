@@ -169,6 +169,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         kind, _, n = item.partition("=")
         limits[kind] = int(n)
     tok = load_unit_tokenizer(cfg.units)
+    from agent.assets import sha256_file
+    from agent.units import codebook_path
+
+    # Cached items are only valid for the codebook and LLM they were made with.
+    stamp = {"codebook": sha256_file(codebook_path(cfg.units.card)), "llm": cfg.llm.card,
+             "use_hidden": cfg.units_train.use_hidden}
+    stamp_path = cache / "prepared-with.json"
+    if stamp_path.is_file() and json.loads(stamp_path.read_text()) != stamp:
+        print(f"error: {cache} was prepared with another codebook/LLM ({stamp_path}); use a new --cache",
+              file=sys.stderr)
+        return 2
+    cache.mkdir(parents=True, exist_ok=True)
+    stamp_path.write_text(json.dumps(stamp, indent=2) + "\n")
     llm = load_llm(cfg.llm)
     prep = Preparer(tok, llm, use_hidden=cfg.units_train.use_hidden)
     book = tok.codebook
