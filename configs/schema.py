@@ -86,11 +86,15 @@ class TTSTrainConfig:
     """Unit tokenizer: 'auto' (the project's units.card if it loads, else a TEMPORARY codebook), 'tmp', or a codebook path."""
     render_seeds: int = 1
     """Piper renderings (seeds) per text in the corpus."""
+    render_noise_scale: float = 0.0
+    """VITS prior noise of the renderings: 0 makes the latents a function of the text and durations
+    (the front end then learns a sharp target instead of the mean of a noisy one; Whisper WER of
+    Piper is the same: 6.7% at 0 vs 7.5% at 0.667 on 30 test lines)."""
     lookahead: int = 1
     """Units of lookahead of a newly trained decoder."""
-    steps: int = 2500
+    steps: int = 3000
     """Optimizer steps of latent distillation."""
-    mel_steps: int = 300
+    mel_steps: int = 400
     """Further steps with the audio-domain mel loss through the frozen decoder."""
     batch: int = 8
     """Windows per step (latent stage)."""

@@ -95,7 +95,8 @@ def read_index(cache: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def render_corpus(voice, texts: Iterable[TTSText], cache: str | Path, seeds: int = 1, progress: bool = True) -> int:
+def render_corpus(voice, texts: Iterable[TTSText], cache: str | Path, seeds: int = 1, progress: bool = True,
+                  noise_scale: float | None = None) -> int:
     """Render every text with ``seeds`` seeds; one item per sentence. Returns items added."""
     from tqdm import tqdm
 
@@ -105,14 +106,15 @@ def render_corpus(voice, texts: Iterable[TTSText], cache: str | Path, seeds: int
     todo = [(t, s) for t in texts for s in range(seeds) if (t.id, s) not in done]
     added = 0
     for t, s in tqdm(todo, desc="render", unit="utt", disable=not progress):
-        syn = voice.render(t.text, seed=s)
+        syn = voice.render(t.text, seed=s, noise_scale=noise_scale)
         items = []
         for k, sent in enumerate(syn.sentences):
             frames = sent.latents.shape[1]
             audio = syn.audio[sent.offset : sent.offset + frames * HOP]
             item_id = f"{t.id}-s{s}-{k}"
             _atomic_npz(folder / f"{item_id}.npz", audio=audio.astype(np.float16), latents=sent.latents.astype(np.float16))
-            items.append({"id": item_id, "text_id": t.id, "text": sent.text, "split": t.split, "seed": s, "frames": frames})
+            items.append({"id": item_id, "text_id": t.id, "text": sent.text, "split": t.split, "seed": s, "frames": frames,
+                          "noise_scale": noise_scale})
         for it in items:  # index lines last: an item is listed only once its file exists
             _append_line(folder / "index.jsonl", it)
         if not items:

@@ -50,7 +50,8 @@ def prepare_data(cfg: AgentConfig, progress: bool = True) -> str:
 
     cache = cache_dir(cfg)
     voice = PiperVoice.load(cfg.voice, num_threads=1)
-    render_corpus(voice, corpus_texts(), cache, seeds=cfg.tts_train.render_seeds, progress=progress)
+    render_corpus(voice, corpus_texts(), cache, seeds=cfg.tts_train.render_seeds, progress=progress,
+                  noise_scale=cfg.tts_train.render_noise_scale)
     tokenizer, identity = training_units(cfg, progress=progress)
     extract_units(tokenizer, identity, cache, progress=progress)
     return identity
