@@ -166,9 +166,9 @@ class DataConfig:
     """Target length of one dialogue (turns are added until it is reached)."""
     emotion_texts: int = 300
     """Texts rendered in all five emotions by the agent voice."""
-    emotion_other_voices: int = 12
+    emotion_other_voices: int = 24
     """Other voices (user voices) that also get emotional renderings (emotion-classifier data)."""
-    emotion_texts_per_other_voice: int = 25
+    emotion_texts_per_other_voice: int = 15
     """Texts per other voice in the emotion set."""
     gap_mean: float = 0.45
     """Mean gap (s) between the end of one speaker's turn and the start of the other's."""

@@ -151,11 +151,13 @@ def test_emotion_classifier_save_load_predicts_the_same(tmp_path):
     from training.data.manifest import EMOTIONS
 
     outs = render_emotions(tone_bursts(), RATE, dict(EMOTION_CENTRES))
-    x = torch.from_numpy(np.stack([emotion_features(outs[e], RATE) for e in EMOTIONS]))
+    raw = np.stack([emotion_features(outs[e], RATE) for e in EMOTIONS])
+    x = torch.from_numpy(raw - raw.mean(0)).float()  # speaker-normalised: relative to this voice's mean
     y = torch.arange(len(EMOTIONS))
     model = EmotionClassifier(x.shape[1])
     model.mean.copy_(x.mean(0))
     model.std.copy_(x.std(0) + 1e-3)
+    model.agent_reference.copy_(torch.from_numpy(raw.mean(0)))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(200):
         loss = torch.nn.functional.cross_entropy(model.train()(x), y)
@@ -166,5 +168,6 @@ def test_emotion_classifier_save_load_predicts_the_same(tmp_path):
     path = model.save(tmp_path / "clf.pt")
     loaded = EmotionClassifier.load(path)
     torch.testing.assert_close(loaded(x), model.eval()(x))
-    label, probs = loaded.predict(outs["sad"], RATE)
+    label, probs = loaded.predict(outs["sad"], RATE)  # relative to the stored reference
     assert label == "sad" and abs(sum(probs.values()) - 1) < 1e-5
+    assert loaded.predict_voice([outs[e] for e in EMOTIONS], RATE) == list(EMOTIONS)

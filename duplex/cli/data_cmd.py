@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--n", type=int, default=100, help="utterances per group (seeded sample)")
     j.add_argument("--json", action="store_true", help="print one JSON object")
     j.add_argument("--out", default=None, help="also write the JSON here")
+    j.add_argument("--only", action="append", default=None, metavar="GROUP",
+                   help="judge only this group (agent_voice, heldout_user_voices, train_user_voices, agent_<emotion>)")
     add_config_args(j)
     j.set_defaults(func=cmd_judge)
 
@@ -99,7 +101,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     from training.data.intelligibility import judge_dataset
 
     cfg = config_from_args(args)
-    result = judge_dataset(cfg, args.dir, n=args.n)
+    result = judge_dataset(cfg, args.dir, n=args.n, only=args.only)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     if args.json:
@@ -122,7 +124,9 @@ def cmd_emotion_classifier(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         print(f"accuracy on held-out voices (half B): {result['accuracy_heldout_voices']:.3f} "
-              f"({result['n_eval']} utterances); weights: {weights}")
+              f"({result['n_eval']} utterances, speaker-normalised); weights: {weights}")
+        if "accuracy_heldout_voices_without_speaker_norm" in result:
+            print(f"  (same recipe without speaker normalisation: {result['accuracy_heldout_voices_without_speaker_norm']:.3f})")
         print("confusion (rows = true " + ", ".join(result["emotions"]) + "):")
         for row in result["confusion"]:
             print("  " + " ".join(f"{x:5d}" for x in row))

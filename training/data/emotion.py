@@ -43,14 +43,18 @@ class Prosody:
 # Centres of each emotion; items jitter around them (see ``emotion_prosody``).
 EMOTION_CENTRES: dict[str, Prosody] = {
     "neutral": Prosody(),
-    "happy": Prosody(f0_shift=3.0, f0_range=1.5, rate=1.08, tilt=1.5, gain_db=2.0),
-    "sad": Prosody(f0_shift=-2.5, f0_range=0.5, rate=0.82, tilt=-3.0, gain_db=-5.0),
-    "angry": Prosody(f0_shift=1.0, f0_range=1.2, rate=1.12, tilt=4.0, gain_db=5.0),
-    "surprised": Prosody(f0_shift=4.5, f0_range=1.8, rate=0.95, tilt=1.0, gain_db=2.0, final_rise=5.0),
+    # higher and livelier pitch, a little faster and brighter
+    "happy": Prosody(f0_shift=3.5, f0_range=1.6, rate=1.1, tilt=1.0, gain_db=2.0),
+    # low, flat, slow, soft and dark
+    "sad": Prosody(f0_shift=-3.0, f0_range=0.5, rate=0.8, tilt=-4.0, gain_db=-6.0),
+    # high vocal effort: loud and bright, fast, pitch only a little raised and not livelier
+    "angry": Prosody(f0_shift=0.5, f0_range=0.9, rate=1.15, tilt=6.0, gain_db=6.0),
+    # highest pitch, widest range, slower, with a rising end
+    "surprised": Prosody(f0_shift=5.0, f0_range=2.0, rate=0.9, tilt=0.0, gain_db=1.0, final_rise=6.0),
 }
 
 
-def emotion_prosody(emotion: str, rng: np.random.Generator, jitter: float = 0.25) -> Prosody:
+def emotion_prosody(emotion: str, rng: np.random.Generator, jitter: float = 0.2) -> Prosody:
     """The emotion's centre with each deviation from neutral scaled by 1 +- ``jitter``."""
     c = EMOTION_CENTRES[emotion]
     if emotion == "neutral":

@@ -26,7 +26,8 @@ def _sample(recs: list[Any], n: int, seed: int) -> list[Any]:
     return [recs[int(i)] for i in sorted(rng.choice(len(recs), n, replace=False))]
 
 
-def judge_dataset(cfg: AgentConfig, root: str | os.PathLike[str], n: int = 100, seed: int = 0) -> dict[str, Any]:
+def judge_dataset(cfg: AgentConfig, root: str | os.PathLike[str], n: int = 100, seed: int = 0,
+                  only: list[str] | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     from agent.judge import WhisperJudge
@@ -44,6 +45,8 @@ def judge_dataset(cfg: AgentConfig, root: str | os.PathLike[str], n: int = 100, 
         emo = [e for e in load_manifest(root, "emotions") if e.voice == "piper:joe"]
         for e in EMOTIONS:
             groups[f"agent_{e}"] = _sample([r for r in emo if r.emotion == e], max(10, n // 4), seed)
+    if only:
+        groups = {k: v for k, v in groups.items() if k in only}
     judge = WhisperJudge(cfg.judge)
     out: dict[str, Any] = {"root": str(root), "judge": cfg.judge.card, "groups": {}}
     worst: dict[str, list[dict[str, Any]]] = {}

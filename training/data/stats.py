@@ -72,6 +72,7 @@ def compute_stats(root: str | os.PathLike[str]) -> dict[str, Any]:
     t = timing_samples(dialogues)
     out["timing"] = {k: _summary(v) for k, v in t.items()}
     out["overlaps"] = sum(1 for g in t["agent_reply_gap"] + t["user_turn_gap"] if g < 0)
+    out["synth_cpu"] = synth_cpu(root)
     voices = Counter()
     for kind in ("utterances", "qa"):
         voices.update(r.voice for r in records.get(kind, []))
@@ -79,6 +80,28 @@ def compute_stats(root: str | os.PathLike[str]) -> dict[str, Any]:
     out["voices"] = len(voices)
     out["heldout_voices"] = len({r.voice for kind in ("utterances", "qa") for r in records.get(kind, []) if r.heldout_voice}
                                 | {d.user_voice for d in dialogues if d.heldout_voice})
+    return out
+
+
+def synth_cpu(root: Path) -> dict[str, Any]:
+    """CPU seconds the synth spent per job kind (from items/*.json), and per hour of audio written."""
+    import json
+
+    agg: dict[str, list[float]] = {}
+    for f in sorted((root / "items").glob("*.json")) if (root / "items").is_dir() else []:
+        r = json.loads(f.read_text())
+        a = agg.setdefault(r["kind"], [0, 0.0, 0.0])
+        a[0] += 1
+        a[1] += float(r.get("cpu_s", 0.0))
+        a[2] += float(r.get("seconds", 0.0))
+    out: dict[str, Any] = {}
+    for kind, (n, cpu, sec) in agg.items():
+        out[kind] = {"jobs": int(n), "cpu_s": round(cpu, 1), "audio_h": round(sec / 3600, 4),
+                     "cpu_s_per_audio_h": round(cpu / (sec / 3600), 1) if sec else None}
+    total_cpu = sum(v[1] for v in agg.values())
+    total_h = sum(v[2] for v in agg.values()) / 3600
+    out["total"] = {"cpu_s": round(total_cpu, 1), "audio_h": round(total_h, 4),
+                    "cpu_s_per_audio_h": round(total_cpu / total_h, 1) if total_h else None}
     return out
 
 

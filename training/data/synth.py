@@ -92,7 +92,9 @@ def text_pools(cfg: AgentConfig) -> TextPools:
     for c in chatterbot_conversations():
         sp = text_split(c.id, d.val_text_fraction, d.test_text_fraction)
         conv[sp].append((c.id, c.lines))
-        lines[sp] += [(f"{c.id}#{j}", line) for j, line in enumerate(c.lines) if len(line.split()) >= 2]
+        # Single utterances are whole sentences (>= 3 words), as in TTS/ASR corpora; dialogues keep
+        # the short lines ("Hi", "Tell me a joke").
+        lines[sp] += [(f"{c.id}#{j}", line) for j, line in enumerate(c.lines) if len(line.split()) >= 3]
     prompts: dict[str, list] = {s: [] for s in ("train", "val", "test")}
     for pid, q in all_questions():
         prompts[text_split(pid, d.val_text_fraction, d.test_text_fraction)].append((pid, q, None))
@@ -147,7 +149,7 @@ def _safe(text_id: str) -> str:
 
 def plan_items(cfg: AgentConfig, seed: int, answers: dict[str, dict[str, Any]]) -> list[Job]:
     """Every audio job, given the LLM's answers (``answers[job_id] = {"text", "answer", ...}``)."""
-    from training.data.voices import AGENT_VOICE_ID, user_voices
+    from training.data.voices import AGENT_VOICE_ID, pitch_level, train_user_voices
 
     d = cfg.data
     pools = text_pools(cfg)
@@ -182,8 +184,10 @@ def plan_items(cfg: AgentConfig, seed: int, answers: dict[str, dict[str, Any]]) 
             plan = _dialogue_plan(rng, did, split, stage, item_seed(seed, did), pools, by_split[split], d.dialogue_seconds)
             jobs.append(Job(did, "dlg", plan.seed, {"plan": dataclasses.asdict(plan)}))
 
-    voices = list(user_voices())
-    chosen = sorted(_pick(rng, voices, min(d.emotion_other_voices, len(voices))), key=lambda v: (v.engine, v.id))
+    voices = list(train_user_voices())  # held-out user voices stay out of every training set
+    # Halves alternate along each engine's pitch ranking, so both span low to high voices (a
+    # classifier trained on low voices only would call every high voice "happy").
+    chosen = sorted(_pick(rng, voices, min(d.emotion_other_voices, len(voices))), key=lambda v: (v.engine, pitch_level(v), v.id))
     halves = {AGENT_VOICE_ID: "A"}
     for j, v in enumerate(chosen):
         halves[v.id] = "B" if j % 2 == 0 else "A"
@@ -278,10 +282,22 @@ def run_job(ctx: WorkerContext, job: Job) -> tuple[str, float]:
     fn: Callable[[WorkerContext, Job], tuple[list[dict[str, Any]], float]] = {
         "answer": _job_answer, "utt": _job_utt, "qa": _job_qa, "dlg": _job_dialogue, "emo": _job_emotion,
     }[job.kind]
+    c0 = _cpu_with_children()
     records, seconds = fn(ctx, job)
+    # cpu_s (this process + the espeak-ng programs it ran) is for throughput accounting only;
+    # manifests never include it, so they stay byte-stable.
     atomic_write_text(ctx.out / "items" / f"{job.id}.json", json.dumps(
-        {"job": job.id, "kind": job.kind, "records": records, "seconds": r6(seconds)}, sort_keys=True, indent=0))
+        {"job": job.id, "kind": job.kind, "records": records, "seconds": r6(seconds),
+         "cpu_s": round(_cpu_with_children() - c0, 3)}, sort_keys=True, indent=0))
     return job.id, seconds
+
+
+def _cpu_with_children() -> float:
+    """CPU seconds of this process plus its finished child processes (espeak-ng)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ru.ru_utime + ru.ru_stime
 
 
 def _write(ctx: WorkerContext, rel: str, audio: np.ndarray, rate: int) -> None:

@@ -117,6 +117,17 @@ def user_voices() -> tuple[VoiceSpec, ...]:
     return tuple(out)
 
 
+_FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5", "steph", "linda", "belinda", "annie", "anika", "alicia", "andrea")
+
+
+def pitch_level(spec: VoiceSpec) -> float:
+    """Rough voice pitch in semitones above a default male voice (to balance voice halves)."""
+    if spec.engine == "piper":
+        return spec.pitch
+    variant = spec.name.split("+", 1)[1].lower() if "+" in spec.name else ""
+    return (12.0 if variant in _FEMALE_VARIANTS else 0.0) + spec.pitch / 4
+
+
 def train_user_voices() -> tuple[VoiceSpec, ...]:
     return tuple(v for v in user_voices() if not v.heldout)
 
