@@ -110,7 +110,7 @@ class TTSTrainConfig:
     """Weight of the mel loss (the latent L1 is kept beside it)."""
     eval_items: int = 40
     """Held-out items judged by Whisper at the end."""
-    emotion_classifier: str = "/work/data/default/emotion_classifier.pt"
+    emotion_classifier: str = "/work/data/emotion_classifier.pt"
     """The data issue's emotion classifier (judge of the plugins); if absent, the same classifier is trained on our targets."""
     emotion_train_items: int = 240
     """Neutral items resynthesised in every emotion for plugin training."""
