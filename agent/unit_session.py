@@ -120,6 +120,20 @@ class GeneratorSession:
         self.reply: _Reply | None = None
         self._dropped = 0
 
+    def reset(self) -> None:
+        """Forget the whole dialogue (a new conversation on the same session object)."""
+        self.model.set_streaming_state(self._state)
+        try:
+            self.model.reset_streaming()
+        finally:
+            self.model.set_streaming_state(None)
+        self.ctx = _Context()
+        self.next_chunk = 0
+        self.user_chunks = {}
+        self.pending_user = {}
+        self.reply = None
+        self._dropped = 0
+
     # -- reply text ---------------------------------------------------------------------
     def start_reply(self) -> None:
         """A new LLM reply begins (any unfinished one is dropped)."""

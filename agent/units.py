@@ -225,9 +225,12 @@ class WhisperUnitFeatures(UnitFeatures):
     @classmethod
     def build(cls, layer: int = 4, card: str = "whisper-tiny-en", **settings: Any) -> WhisperUnitFeatures:
         """From the Whisper card with the encoder settings (chunk_ms, left_chunks, ...) given."""
+        from transformers.utils import logging as hf_logging
+
         from agent.encoder import build_encoder
         from configs.schema import EncoderConfig
 
+        hf_logging.disable_progress_bar()
         cfg = EncoderConfig(init_card=card, dropout=0.0, **settings)
         encoder = build_encoder(cfg, init_pretrained=True)
         described = {k: v for k, v in vars(cfg).items() if k != "dropout"}
@@ -327,6 +330,7 @@ class HubertUnitFeatures(UnitFeatures):
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         where = model[len("hub:"):] if model.startswith("hub:") else model
         try:
             net = HubertModel.from_pretrained(where)
@@ -523,13 +527,40 @@ def codebook_path(spec: str) -> Path:
     return source_path(card)
 
 
-def load_unit_tokenizer(cfg: UnitsConfig) -> UnitTokenizer:
-    """Factory: ``cfg.card`` -> codebook -> the backend it was fitted on -> a tokenizer (eval)."""
+def probe_signal() -> np.ndarray:
+    """A fixed 2 s test signal (a gliding harmonic tone with pauses): its units fingerprint a backend."""
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    f0 = 110 + 90 * t
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    tone = sum(np.sin(k * phase) / k for k in range(1, 6)) * (np.sin(2 * np.pi * 2.5 * t) > -0.2)
+    return (0.2 * tone).astype(np.float32)
+
+
+def probe_units(features: UnitFeatures, codebook: KMeansCodebook) -> list[int]:
+    return UnitTokenizer(features, codebook).extract(probe_signal()).tolist()
+
+
+def load_unit_tokenizer(cfg: UnitsConfig, check: bool = True) -> UnitTokenizer:
+    """Factory: ``cfg.card`` -> codebook -> the backend it was fitted on -> a tokenizer (eval).
+
+    The codebook stores the units of ``probe_signal()`` from when it was fitted; they are
+    recomputed here, so a change of the backend's code (which would silently change every unit
+    the decoder and generator were trained on) is an error instead.
+    """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     codebook = KMeansCodebook.load(codebook_path(cfg.card))
     tok = UnitTokenizer(build_features(codebook.meta), codebook)
     tok.eval()
+    want = codebook.meta.get("probe_units")
+    if check and want is not None:
+        got = tok.extract(probe_signal()).tolist()
+        same = float(np.mean([a == b for a, b in zip(got, want, strict=False)])) if len(got) == len(want) else 0.0
+        if same < 0.9:
+            raise UnitError(
+                f"unit codebook {cfg.card}: the {codebook.meta.get('backend')} features changed since it was fitted "
+                f"(probe units agree {same:.0%}); refit it with `duplex-agent units fit` or restore the encoder code"
+            )
     return tok
 
 
@@ -587,4 +618,5 @@ def fit_codebook(
     counts = torch.bincount(assign, minlength=num_units).float()
     sil_counts = torch.bincount(assign[sil], minlength=num_units).float()
     book.silence.copy_(torch.where(counts > 0, sil_counts / counts.clamp_min(1), torch.zeros_like(counts)))
+    book.meta["probe_units"] = probe_units(features, book)
     return book

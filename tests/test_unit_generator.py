@@ -257,3 +257,9 @@ def test_generation_respects_the_format(tiny_llm, tiny_cfg, lexicon):
             assert len(out.user_units) == n
     assert session._dropped > 0
     assert len(session.context_tokens()) <= 256
+    # reset() starts a new dialogue: the same seed and inputs give the same first chunks.
+    session.reset()
+    session.rng.manual_seed(cfg.seed)
+    again = GeneratorSession(model, cfg, cond)
+    for _ in range(3):
+        assert session.step().agent_tokens == again.step().agent_tokens

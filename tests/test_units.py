@@ -177,3 +177,18 @@ def test_whisper_backend_with_the_bundled_weights_streams_exactly():
     torch.testing.assert_close(streamed, offline, atol=2e-4, rtol=1e-4)
     meta = feats.describe()
     assert meta["backend"] == "whisper" and meta["encoder"]["init_card"] == "whisper-tiny-en"
+
+
+def test_bundled_codebook_loads_and_guards_its_backend(tmp_path, default_cfg):
+    import dataclasses
+
+    from agent.units import KMeansCodebook, codebook_path, load_unit_tokenizer
+
+    tok = load_unit_tokenizer(default_cfg.units)
+    assert tok.num_units == 500 and tok.codebook.meta["layer"] == 2 and len(tok.silent_units()) > 0
+    # A codebook whose recorded probe units no longer match its backend is refused.
+    book = KMeansCodebook.load(codebook_path(default_cfg.units.card))
+    book.meta["probe_units"] = [(u + 1) % 500 for u in book.meta["probe_units"]]
+    path = book.save(tmp_path / "tampered.safetensors")
+    with pytest.raises(UnitError, match="features changed"):
+        load_unit_tokenizer(dataclasses.replace(default_cfg.units, card=str(path)))

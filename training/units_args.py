@@ -9,7 +9,7 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="default", help="preset name or YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set units_train.stage1_steps=100 (repeatable)")
-    p.add_argument("--data", default=None, help="prepared unit cache (default: units_train.cache_dir)")
+    p.add_argument("--data", default=None, help="prepared unit cache(s), comma-separated (default: units_train.cache_dir)")
     p.add_argument("--out", default=None, help="run directory (default: units_train.out_dir/stageN); resumed if present")
     p.add_argument("--init", default=None, help="generator .safetensors to start from (default: the previous stage's final)")
     p.add_argument("--steps", type=int, default=None, help="override the stage's step count")

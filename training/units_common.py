@@ -97,16 +97,24 @@ class UnitCorpus:
 
     @classmethod
     def load(cls, cache_dir: str | Path, split: str, max_dialogues: int = 0) -> UnitCorpus:
-        path = Path(cache_dir).expanduser() / f"dialogues-{split}.pt"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no prepared unit data at {path}; run `duplex-agent units prepare --data DATA_DIR` first"
-            )
-        blob = torch.load(path, weights_only=False)
-        dialogues = blob["dialogues"]
+        """One prepared cache, or several joined by commas (they must share the codebook)."""
+        parts = [p for p in str(cache_dir).split(",") if p]
+        blobs = []
+        for part in parts:
+            path = Path(part).expanduser() / f"dialogues-{split}.pt"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"no prepared unit data at {path}; run `duplex-agent units prepare --data DATA_DIR` first"
+                )
+            blobs.append(torch.load(path, weights_only=False))
+        keys = {(int(b["num_units"]), tuple(b["silent_units"]), int(b["silence_unit"])) for b in blobs}
+        if len(keys) != 1:
+            raise ValueError(f"caches {cache_dir} were prepared with different codebooks")
+        dialogues = [d for b in blobs for d in b["dialogues"]]
         if max_dialogues:
             dialogues = dialogues[:max_dialogues]
-        return cls(dialogues, int(blob["num_units"]), list(blob["silent_units"]), int(blob["silence_unit"]))
+        b = blobs[0]
+        return cls(dialogues, int(b["num_units"]), list(b["silent_units"]), int(b["silence_unit"]))
 
     def save(self, cache_dir: str | Path, split: str) -> Path:
         path = Path(cache_dir).expanduser() / f"dialogues-{split}.pt"
@@ -457,7 +465,7 @@ def setup_run(stage: int, args: argparse.Namespace, kinds: Sequence[str], mix_ki
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
-    data_dir = Path(args.data or cfg.cache_dir).expanduser()
+    data_dir = args.data or cfg.cache_dir  # one prepared cache or several, comma-separated
     corpus = UnitCorpus.load(data_dir, "train", cfg.max_dialogues)
     val = UnitCorpus.load(data_dir, "val", cfg.max_dialogues)
     llm = load_llm(cfg_all.llm)

@@ -153,6 +153,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    import torch
     from tqdm import tqdm
 
     from agent.llm import load_llm
@@ -162,27 +163,51 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     data = args.data or cfg.units_train.data_dir
-    cache = args.cache or cfg.units_train.cache_dir
+    cache = Path(args.cache or cfg.units_train.cache_dir).expanduser()
     limits = {}
     for item in args.limit:
         kind, _, n = item.partition("=")
         limits[kind] = int(n)
     tok = load_unit_tokenizer(cfg.units)
+    from agent.assets import sha256_file
+    from agent.units import codebook_path
+
+    # Cached items are only valid for the codebook and LLM they were made with.
+    stamp = {"codebook": sha256_file(codebook_path(cfg.units.card)), "llm": cfg.llm.card,
+             "use_hidden": cfg.units_train.use_hidden}
+    stamp_path = cache / "prepared-with.json"
+    if stamp_path.is_file() and json.loads(stamp_path.read_text()) != stamp:
+        print(f"error: {cache} was prepared with another codebook/LLM ({stamp_path}); use a new --cache",
+              file=sys.stderr)
+        return 2
+    cache.mkdir(parents=True, exist_ok=True)
+    stamp_path.write_text(json.dumps(stamp, indent=2) + "\n")
     llm = load_llm(cfg.llm)
     prep = Preparer(tok, llm, use_hidden=cfg.units_train.use_hidden)
     book = tok.codebook
+    handlers = {"dialogues": prep.dialogue, "qa": prep.qa, "utterances": prep.utterance}
     for split in args.splits.split(","):
+        # One file per record, written atomically: a killed run resumes where it stopped.
+        item_dir = cache / "items" / split
+        item_dir.mkdir(parents=True, exist_ok=True)
         out = []
         for kind, rec in tqdm(list(records(data, split, limits)), desc=f"prepare {split}", unit="item"):
-            d = {"dialogues": prep.dialogue, "qa": prep.qa, "utterances": prep.utterance}[kind](rec)
+            path = item_dir / f"{rec.id}.pt"
+            if path.is_file():
+                d = torch.load(path, weights_only=False)
+            else:
+                d = handlers[kind](rec)
+                tmp = path.with_suffix(".pt.tmp")
+                torch.save(d, tmp)
+                tmp.replace(path)
             if d is not None:
                 out.append(d)
         corpus = UnitCorpus(out, book.num_units, sorted(book.silent_units()), book.silence_unit())
-        path = corpus.save(cache, split)
-        kinds = {}
+        written = corpus.save(cache, split)
+        kinds: dict[str, int] = {}
         for d in out:
             kinds[d.kind] = kinds.get(d.kind, 0) + 1
-        print(f"{split}: {len(out)} dialogues {kinds} -> {path}")
+        print(f"{split}: {len(out)} dialogues {kinds} -> {written}")
     print(json.dumps(vars(prep.stats)))
     return 0
 
