@@ -244,7 +244,8 @@ def build_emotion_pairs(cache: str | Path, splits: dict[str, int], seed: int = 0
 
     folder = emotions_dir(cache)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in read_index(Path(cache)) if r["id"]]
+    # seed-0 renderings only: more seeds in the cache must not change which items are picked
+    rows = [r for r in read_index(Path(cache)) if r["id"] and r.get("seed", 0) == 0]
     todo = []
     for split, count in splits.items():
         pool = sorted((r for r in rows if r["split"] == split), key=lambda r: r["id"])
@@ -337,3 +338,53 @@ def sample_emotion_windows(items: list[EmotionItem], emotion: str, batch: int, w
         out.audio[b, : k * HOP] = torch.from_numpy(it.audio[emotion][j0 * HOP : (j0 + k) * HOP])
         out.frames[b] = k
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame-level phoneme labels (auxiliary target of the decoder)
+# ---------------------------------------------------------------------------------------------
+def phonemes_dir(cache: str | Path) -> Path:
+    return Path(cache) / "phonemes"
+
+
+def extract_phoneme_labels(cfg_voice, cache: str | Path, progress: bool = True) -> int:
+    """The Piper phoneme id of every latent frame of every cached item (resumable).
+
+    Re-runs only the voice's text encoder and duration predictor with the rendering's own noise
+    (same seed recipe as `PiperVoice.render`), so the durations are the ones that made the audio;
+    checked against the cached frame count.
+    """
+    from tqdm import tqdm
+
+    from agent.piper import draw_noise, sentence_seed
+    from agent.piper_torch import TorchPiperVoice
+
+    voice = TorchPiperVoice.load(cfg_voice)
+    folder = phonemes_dir(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in read_index(Path(cache)) if r["id"] and not (folder / f"{r['id']}.npy").is_file()]
+    by_text: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        by_text.setdefault((r["text_id"], r["seed"]), []).append(r)
+    texts = {t.id: t.text for t in corpus_texts()}
+    done = 0
+    for (text_id, seed), items in tqdm(by_text.items(), desc="phoneme labels", disable=not progress):
+        sentences = voice.sentence_inputs(texts[text_id])
+        for k, sent in enumerate(sentences):
+            r = next((x for x in items if x["id"].endswith(f"-s{seed}-{k}")), None)
+            if r is None:
+                continue
+            rng = sentence_seed(seed, k)
+            noise_scale, length_scale, noise_w = voice.scales(None, r.get("noise_scale"), None)
+            noise_dp, _ = draw_noise(rng, len(sent.ids), voice.max_frames(len(sent.ids), length_scale))
+            ids = torch.tensor([sent.ids])
+            with torch.no_grad():
+                x, _, _, x_mask = voice.model.enc_p(ids, torch.tensor([len(sent.ids)]))
+                logw = voice.model.dp(x, x_mask, torch.from_numpy(noise_dp)[:, :, : x.shape[2]] * noise_w)
+                dur = torch.ceil(torch.exp(logw) * x_mask * length_scale)[0, 0].long()
+            labels = torch.repeat_interleave(ids[0], dur).numpy().astype(np.int16)
+            if len(labels) != r["frames"]:
+                continue  # a ceil() that rounded differently from onnxruntime: skip the item
+            np.save(folder / f"{r['id']}.npy", labels)
+            done += 1
+    return done
