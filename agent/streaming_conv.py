@@ -31,6 +31,32 @@ NO_END = 2**62
 """``end`` of a stream whose length is not known yet."""
 
 
+class Conv1d(nn.Conv1d):
+    """``nn.Conv1d`` that computes small single-row inputs as one matrix product.
+
+    PyTorch sends a float conv with batch 1 and fewer than 20480 input values to its native
+    kernels instead of oneDNN, and dilated ones to ``slow_conv_dilated2d`` (index-by-index copies):
+    exactly the shape of a streaming chunk. Gathering the K dilated taps and multiplying by the
+    (C_out, C_in * K) weight is the same arithmetic at gemm speed. Larger inputs keep the normal
+    path. (A subclass of nn.Conv1d, so peft wraps it, and its LoRA "A" conv is one too.)
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t = x.shape
+        if b != 1 or c * t > 20480 or self.stride != (1,) or self.groups != 1 or self.padding != (0,):
+            return super().forward(x)
+        k, d = self.kernel_size[0], self.dilation[0]
+        t_out = t - d * (k - 1)
+        if k == 1:
+            cols = x[0]
+        else:  # (C, K, T) -> (C * K, T): the layout of the weight viewed as (C_out, C_in * K)
+            cols = torch.stack([x[0, :, i * d : i * d + t_out] for i in range(k)], dim=1).reshape(c * k, t_out)
+        y = self.weight.reshape(self.out_channels, c * k) @ cols
+        if self.bias is not None:
+            y = y + self.bias[:, None]
+        return y[None]
+
+
 def valid_mask(pos: torch.Tensor, end: torch.Tensor, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(B, 1, n) 1.0 where ``pos + i`` lies in ``[0, end)``, else 0.0."""
     idx = pos[:, None] + torch.arange(n, device=pos.device)[None, :]
@@ -138,7 +164,7 @@ class PolyphaseUpsample(StreamingModule[CacheState]):
         super().__init__()
         self.stride, self.taps, self.padding = stride, taps, padding
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.conv = nn.Conv1d(in_channels, out_channels * stride, taps)
+        self.conv = Conv1d(in_channels, out_channels * stride, taps)
 
     @classmethod
     def from_transposed(cls, tconv: nn.ConvTranspose1d) -> PolyphaseUpsample:

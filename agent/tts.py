@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agent.streaming import StreamingModule, StreamingState
-from agent.streaming_conv import NO_END, PadConv1d, length_mask, valid_mask
+from agent.streaming_conv import NO_END, Conv1d, PadConv1d, length_mask, valid_mask
 from agent.tts_vocoder import StreamingHiFiGAN
 from agent.vits import VITSConfig
 
@@ -70,6 +70,8 @@ class UnitTTSConfig:
     """Kernel of the frame-level causal convs."""
     latent_channels: int = 192
     """Channels of the Piper latents (decoder input)."""
+    dropout: float = 0.0
+    """Dropout inside the residual blocks while training (identity at inference)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -95,18 +97,19 @@ class _Stateless(StreamingState):
 class CausalBlock(StreamingModule[_Stateless]):
     """``x + conv2(gelu(conv1(norm(x))))`` with a causal dilated conv1 and a 1x1 conv2."""
 
-    def __init__(self, channels: int, kernel: int, dilation: int) -> None:
+    def __init__(self, channels: int, kernel: int, dilation: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.norm = ChannelNorm(channels)
         rf = dilation * (kernel - 1)
-        self.conv1 = PadConv1d(nn.Conv1d(channels, channels, kernel, dilation=dilation), rf, 0)
-        self.conv2 = PadConv1d(nn.Conv1d(channels, channels, 1), 0, 0)
+        self.conv1 = PadConv1d(Conv1d(channels, channels, kernel, dilation=dilation), rf, 0)
+        self.conv2 = PadConv1d(Conv1d(channels, channels, 1), 0, 0)
+        self.dropout = nn.Dropout(dropout)
 
     def _init_streaming_state(self, batch_size: int) -> _Stateless:
         return _Stateless(batch_size=batch_size)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.gelu(self.conv1(self.norm(x) * mask)), mask)
+        return x + self.conv2(self.dropout(F.gelu(self.conv1(self.norm(x) * mask))), mask)
 
     def step(self, x: torch.Tensor, pos: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
         m = valid_mask(pos, end, x.shape[-1], x.dtype)
@@ -122,8 +125,8 @@ class FrontEnd(StreamingModule[_Stateless]):
         super().__init__()
         c = cfg.unit_channels
         self.embed = nn.Embedding(cfg.num_units + 1, c)
-        self.lookahead = PadConv1d(nn.Conv1d(c, c, cfg.lookahead + 1), 0, cfg.lookahead)
-        self.blocks = nn.ModuleList(CausalBlock(c, cfg.unit_kernel, 1 + (i % 2)) for i in range(cfg.unit_blocks))
+        self.lookahead = PadConv1d(Conv1d(c, c, cfg.lookahead + 1), 0, cfg.lookahead)
+        self.blocks = nn.ModuleList(CausalBlock(c, cfg.unit_kernel, 1 + (i % 2), cfg.dropout) for i in range(cfg.unit_blocks))
         self.norm = ChannelNorm(c)
 
     def _init_streaming_state(self, batch_size: int) -> _Stateless:
@@ -266,15 +269,15 @@ class Upsampler(StreamingModule[_Stateless]):
         super().__init__()
         # Per-unit log time-scale. Zero (and not trained) for the neutral voice, whose units last
         # 40 ms each; emotion plugins put LoRA here to change the speaking rate.
-        self.duration = PadConv1d(nn.Conv1d(cfg.unit_channels, 1, 1), 0, 0)
+        self.duration = PadConv1d(Conv1d(cfg.unit_channels, 1, 1), 0, 0)
         nn.init.zeros_(self.duration.conv.weight)
         nn.init.zeros_(self.duration.conv.bias)
         self.regulator = LengthRegulator(cfg.unit_channels)
         fc = cfg.frame_channels
-        self.inp = PadConv1d(nn.Conv1d(cfg.unit_channels + PHASE_FEATURES, fc, 1), 0, 0)
-        self.blocks = nn.ModuleList(CausalBlock(fc, cfg.frame_kernel, 2**i) for i in range(cfg.frame_blocks))
+        self.inp = PadConv1d(Conv1d(cfg.unit_channels + PHASE_FEATURES, fc, 1), 0, 0)
+        self.blocks = nn.ModuleList(CausalBlock(fc, cfg.frame_kernel, 2**i, cfg.dropout) for i in range(cfg.frame_blocks))
         self.norm = ChannelNorm(fc)
-        self.proj = PadConv1d(nn.Conv1d(fc, cfg.latent_channels, 1), 0, 0)
+        self.proj = PadConv1d(Conv1d(fc, cfg.latent_channels, 1), 0, 0)
 
     def _init_streaming_state(self, batch_size: int) -> _Stateless:
         return _Stateless(batch_size=batch_size)

@@ -58,7 +58,7 @@ def lora_targets(model: UnitTTS, scheme: str) -> list[str]:
     positions = parse_scheme(scheme)
     names = []
     for name, module in model.named_modules():
-        if type(module) is nn.Conv1d and name.split(".")[0] in positions and ".lora_" not in name:
+        if isinstance(module, nn.Conv1d) and name.split(".")[0] in positions and ".lora_" not in name:
             # once peft wrapped a conv, the original sits at <name>.base_layer
             names.append(name.removesuffix(".base_layer"))
     return names

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agent.streaming import StreamingModule, StreamingState
-from agent.streaming_conv import NO_END, DelayLine, PadConv1d, PolyphaseUpsample, length_mask, valid_mask
+from agent.streaming_conv import NO_END, Conv1d, DelayLine, PadConv1d, PolyphaseUpsample, length_mask, valid_mask
 from agent.vits import HiFiGANGenerator, VITSConfig
 
 LRELU_SLOPE = 0.1
@@ -27,7 +27,7 @@ LRELU_SLOPE = 0.1
 def _same(conv: nn.Conv1d) -> PadConv1d:
     """A Conv1d with symmetric 'same' padding as a padding-0 conv inside a PadConv1d."""
     k, d = conv.kernel_size[0], conv.dilation[0]
-    inner = nn.Conv1d(conv.in_channels, conv.out_channels, k, dilation=d, bias=conv.bias is not None)
+    inner = Conv1d(conv.in_channels, conv.out_channels, k, dilation=d, bias=conv.bias is not None)
     with torch.no_grad():
         inner.weight.copy_(conv.weight)
         if conv.bias is not None:

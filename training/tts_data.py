@@ -95,7 +95,8 @@ def read_index(cache: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def render_corpus(voice, texts: Iterable[TTSText], cache: str | Path, seeds: int = 1, progress: bool = True) -> int:
+def render_corpus(voice, texts: Iterable[TTSText], cache: str | Path, seeds: int = 1, progress: bool = True,
+                  noise_scale: float | None = None) -> int:
     """Render every text with ``seeds`` seeds; one item per sentence. Returns items added."""
     from tqdm import tqdm
 
@@ -105,14 +106,15 @@ def render_corpus(voice, texts: Iterable[TTSText], cache: str | Path, seeds: int
     todo = [(t, s) for t in texts for s in range(seeds) if (t.id, s) not in done]
     added = 0
     for t, s in tqdm(todo, desc="render", unit="utt", disable=not progress):
-        syn = voice.render(t.text, seed=s)
+        syn = voice.render(t.text, seed=s, noise_scale=noise_scale)
         items = []
         for k, sent in enumerate(syn.sentences):
             frames = sent.latents.shape[1]
             audio = syn.audio[sent.offset : sent.offset + frames * HOP]
             item_id = f"{t.id}-s{s}-{k}"
             _atomic_npz(folder / f"{item_id}.npz", audio=audio.astype(np.float16), latents=sent.latents.astype(np.float16))
-            items.append({"id": item_id, "text_id": t.id, "text": sent.text, "split": t.split, "seed": s, "frames": frames})
+            items.append({"id": item_id, "text_id": t.id, "text": sent.text, "split": t.split, "seed": s, "frames": frames,
+                          "noise_scale": noise_scale})
         for it in items:  # index lines last: an item is listed only once its file exists
             _append_line(folder / "index.jsonl", it)
         if not items:
@@ -242,7 +244,8 @@ def build_emotion_pairs(cache: str | Path, splits: dict[str, int], seed: int = 0
 
     folder = emotions_dir(cache)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in read_index(Path(cache)) if r["id"]]
+    # seed-0 renderings only: more seeds in the cache must not change which items are picked
+    rows = [r for r in read_index(Path(cache)) if r["id"] and r.get("seed", 0) == 0]
     todo = []
     for split, count in splits.items():
         pool = sorted((r for r in rows if r["split"] == split), key=lambda r: r["id"])
@@ -335,3 +338,53 @@ def sample_emotion_windows(items: list[EmotionItem], emotion: str, batch: int, w
         out.audio[b, : k * HOP] = torch.from_numpy(it.audio[emotion][j0 * HOP : (j0 + k) * HOP])
         out.frames[b] = k
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame-level phoneme labels (auxiliary target of the decoder)
+# ---------------------------------------------------------------------------------------------
+def phonemes_dir(cache: str | Path) -> Path:
+    return Path(cache) / "phonemes"
+
+
+def extract_phoneme_labels(cfg_voice, cache: str | Path, progress: bool = True) -> int:
+    """The Piper phoneme id of every latent frame of every cached item (resumable).
+
+    Re-runs only the voice's text encoder and duration predictor with the rendering's own noise
+    (same seed recipe as `PiperVoice.render`), so the durations are the ones that made the audio;
+    checked against the cached frame count.
+    """
+    from tqdm import tqdm
+
+    from agent.piper import draw_noise, sentence_seed
+    from agent.piper_torch import TorchPiperVoice
+
+    voice = TorchPiperVoice.load(cfg_voice)
+    folder = phonemes_dir(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in read_index(Path(cache)) if r["id"] and not (folder / f"{r['id']}.npy").is_file()]
+    by_text: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        by_text.setdefault((r["text_id"], r["seed"]), []).append(r)
+    texts = {t.id: t.text for t in corpus_texts()}
+    done = 0
+    for (text_id, seed), items in tqdm(by_text.items(), desc="phoneme labels", disable=not progress):
+        sentences = voice.sentence_inputs(texts[text_id])
+        for k, sent in enumerate(sentences):
+            r = next((x for x in items if x["id"].endswith(f"-s{seed}-{k}")), None)
+            if r is None:
+                continue
+            rng = sentence_seed(seed, k)
+            noise_scale, length_scale, noise_w = voice.scales(None, r.get("noise_scale"), None)
+            noise_dp, _ = draw_noise(rng, len(sent.ids), voice.max_frames(len(sent.ids), length_scale))
+            ids = torch.tensor([sent.ids])
+            with torch.no_grad():
+                x, _, _, x_mask = voice.model.enc_p(ids, torch.tensor([len(sent.ids)]))
+                logw = voice.model.dp(x, x_mask, torch.from_numpy(noise_dp)[:, :, : x.shape[2]] * noise_w)
+                dur = torch.ceil(torch.exp(logw) * x_mask * length_scale)[0, 0].long()
+            labels = torch.repeat_interleave(ids[0], dur).numpy().astype(np.int16)
+            if len(labels) != r["frames"]:
+                continue  # a ceil() that rounded differently from onnxruntime: skip the item
+            np.save(folder / f"{r['id']}.npy", labels)
+            done += 1
+    return done

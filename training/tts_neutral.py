@@ -50,7 +50,8 @@ def prepare_data(cfg: AgentConfig, progress: bool = True) -> str:
 
     cache = cache_dir(cfg)
     voice = PiperVoice.load(cfg.voice, num_threads=1)
-    render_corpus(voice, corpus_texts(), cache, seeds=cfg.tts_train.render_seeds, progress=progress)
+    render_corpus(voice, corpus_texts(), cache, seeds=cfg.tts_train.render_seeds, progress=progress,
+                  noise_scale=cfg.tts_train.render_noise_scale)
     tokenizer, identity = training_units(cfg, progress=progress)
     extract_units(tokenizer, identity, cache, progress=progress)
     return identity
@@ -108,7 +109,7 @@ def setup(cfg: AgentConfig, units: str, resume: bool = True) -> NeutralRun:
         torch.set_num_threads(tc.num_threads)
     torch.manual_seed(tc.seed)
     vits, _ = load_vits(cfg.voice)
-    model = build_tts(UnitTTSConfig(lookahead=tc.lookahead), vits.dec)
+    model = build_tts(UnitTTSConfig(lookahead=tc.lookahead, dropout=tc.dropout), vits.dec)
     model.decoder.requires_grad_(False)  # the Piper decoder stays as it is
     model.upsampler.duration.requires_grad_(False)  # neutral units last 40 ms: log-scale stays 0
     params = [p for p in model.parameters() if p.requires_grad]
