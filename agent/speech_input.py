@@ -86,9 +86,10 @@ class SpeechInput(nn.Module):
         """Parameter-name prefixes trained in ``stage`` (1 ASR, 2 alignment, 3 QA + state head)."""
         return {1: ["encoder.", "ctc."], 2: ["encoder.", "adapter."], 3: ["prompt", "speaking", "state_head."]}[stage]
 
-    def set_stage(self, stage: int) -> list[nn.Parameter]:
-        """Freeze everything but ``stage``'s parameters; return those (what the optimiser gets)."""
-        prefixes = self.trainable_names(stage)
+    def set_stage(self, stage: int, extra: Sequence[str] = ()) -> list[nn.Parameter]:
+        """Freeze everything but ``stage``'s parameters (and ``extra`` name prefixes); return those
+        (what the optimiser gets)."""
+        prefixes = self.trainable_names(stage) + list(extra)
         params = []
         for name, p in self.named_parameters():
             p.requires_grad_(any(name.startswith(x) for x in prefixes))

@@ -374,6 +374,10 @@ class AlignStageConfig(StageConfig):
     """Weight of the auxiliary token-CTC loss (adapter outputs vs the LLM's embedding table)."""
     token_ctc_only_steps: int = 0
     """First steps train with the token-CTC loss only (no LLM pass: ~5x cheaper per step)."""
+    char_ctc_weight: float = 0.0
+    """Weight of stage 1's character CTC kept on the encoder (its head trains too when > 0)."""
+    llm_batch: int = 0
+    """Examples of each batch that also go through the LLM (0 = all; fewer = cheaper steps)."""
 
 
 @dataclass(kw_only=True)

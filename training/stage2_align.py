@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from agent.llm import FrozenLLM
 from agent.adapter import token_ctc_logits
-from agent.speech_input import ChatLayout, PrefixCache, SpeechInput, pack_sequences
+from agent.speech_input import ChatLayout, PrefixCache, SpeechInput, pack_sequences, text_to_ctc
 from agent.speech_weights import save_weights
 from configs import AgentConfig
 from training import checkpoint as ckpt
@@ -61,8 +61,10 @@ class AlignObjective(nn.Module):
     """Speech -> frozen LLM -> cross-entropy on the transcript tokens, plus token CTC. What DDP wraps."""
 
     def __init__(self, speech: SpeechInput, llm: FrozenLLM, layout: ChatLayout, prefix: PrefixCache,
-                 token_ctc_weight: float, vocab: list[int]) -> None:
+                 token_ctc_weight: float, vocab: list[int], char_ctc_weight: float = 0.0, llm_batch: int = 0) -> None:
         super().__init__()
+        self.char_ctc_weight = char_ctc_weight
+        self.llm_batch = llm_batch
         # Token CTC runs over the tokens the training transcripts use (a few thousand, not 49k):
         # the same pull towards the right embedding at a fraction of the cost.
         self.register_buffer("vocab", torch.tensor(sorted(set(vocab)), dtype=torch.long), persistent=False)
@@ -74,12 +76,22 @@ class AlignObjective(nn.Module):
         self.layout = layout
         self.token_ctc_weight = token_ctc_weight
 
-    def forward(self, audio: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]], use_llm: bool = True
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]], use_llm: bool = True,
+                texts: list[str] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         llm: FrozenLLM = self.__dict__["llm"]
-        embeds, n = self.speech.speech_embeds(audio, lengths)
+        frames, n_frames = self.speech.encode(audio, lengths)
+        embeds = self.speech.adapter(frames)
+        chunks = torch.div(lengths + self.speech.chunk_samples - 1, self.speech.chunk_samples, rounding_mode="floor")
+        n = chunks.clamp(min=1) * self.speech.positions_per_chunk
         parts: dict[str, float] = {}
         total = embeds.new_zeros(())
+        if self.char_ctc_weight > 0 and texts is not None:
+            chars = [torch.tensor(text_to_ctc(t)) for t in texts]
+            logp_c = self.speech.ctc(frames).float().log_softmax(-1)
+            char_ctc = F.ctc_loss(logp_c.transpose(0, 1), torch.cat(chars), n_frames, torch.tensor([len(c) for c in chars]),
+                                  blank=0, zero_infinity=True)
+            total = total + self.char_ctc_weight * char_ctc
+            parts["char_ctc"] = float(char_ctc.detach())
         if self.token_ctc_weight > 0 or not use_llm:
             table = llm.model.get_input_embeddings().weight[self.vocab]
             logp = token_ctc_logits(self.speech.adapter, embeds, table).log_softmax(-1)
@@ -92,7 +104,7 @@ class AlignObjective(nn.Module):
             instr = llm.embed(torch.tensor(self.layout.instruction, dtype=torch.long))
             suffix = llm.embed(torch.tensor(self.layout.suffix, dtype=torch.long))
             rows, labels = [], []
-            for i, tgt in enumerate(targets):
+            for i, tgt in enumerate(targets[: self.llm_batch or None]):
                 ids = torch.tensor(tgt + self.layout.end, dtype=torch.long)
                 rows.append([instr, embeds[i, : int(n[i])].to(instr.dtype), suffix, llm.embed(ids)])
                 labels.append([torch.full((len(instr) + int(n[i]) + len(suffix),), -100), ids])
@@ -135,7 +147,7 @@ def setup(cfg: AgentConfig, data_dir: str | Path, run_dir: str | Path, init: str
     stage = cfg.speech.stage2
     set_threads(stage)
     llm, speech = load_models(cfg, init, stage.llm_dtype)
-    params = speech.set_stage(STAGE)
+    params = speech.set_stage(STAGE, extra=["ctc."] if stage.char_ctc_weight > 0 else [])
     speech.train()
     layout = ChatLayout.for_llm(llm, cfg.speech.transcribe_instruction)
     corpus = SpeechCorpus(data_dir)
@@ -147,7 +159,7 @@ def setup(cfg: AgentConfig, data_dir: str | Path, run_dir: str | Path, init: str
     run_dir = Path(run_dir)
     vocab = [t for tgt in targets for t in tgt]
     model = wrap_ddp(AlignObjective(speech, llm, layout, PrefixCache(llm, layout.prefix), stage.token_ctc_weight,
-                                    vocab), info)
+                                    vocab, stage.char_ctc_weight, stage.llm_batch), info)
     run = Stage2Run(cfg=cfg, run_dir=run_dir, info=info, llm=llm, speech=speech, layout=layout, model=model,
                     optimizer=optimizer, batcher=batcher, train_set=train_set, targets=targets, test_set=test_set,
                     total_steps=steps or stage.steps, curve=LossCurve(run_dir, "loss"),
@@ -192,7 +204,8 @@ def train(run: Stage2Run, stop_after: int | None = None) -> dict:
         audio = augment_audio(audio, lengths, run.gen, noise_prob=0.3)
         with autocast(stage):
             loss, parts = run.model(audio, lengths, [run.targets[i] for i in idx],
-                                    use_llm=run.step >= stage.token_ctc_only_steps)
+                                    use_llm=run.step >= stage.token_ctc_only_steps,
+                                    texts=[run.train_set[i].text for i in idx])
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_([p for p in run.speech.parameters() if p.requires_grad], stage.grad_clip)
