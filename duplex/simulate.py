@@ -1,0 +1,186 @@
+"""``duplex-agent simulate``: the agent against held-out scripted users over a simulated network,
+swept over one-way delays, with the generator's predicted-user chunk on and off.
+
+Every call runs on the event-queue virtual clock (``duplex.clock.EventClock``), so a sweep runs as
+fast as the models compute. With ``sim.compute=fixed`` each model job is charged a fixed cost per
+stage (``sim.fixed_costs``) and the whole sweep is deterministic: the same seed gives the same
+report, byte for byte. ``sim.compute=measured`` charges what each job took on this machine
+(x ``sim.compute_scale``): time-accurate, not reproducible.
+
+Layout of ``--out``::
+
+    dialogues/                 the synthesized held-out scripted dialogues (unless --data)
+    runs/<delay>ms-<on|off>/   <id>.wav (stereo 16 kHz: user left, agent as heard right),
+                               <id>.events.jsonl, <id>.json (per-call outcomes; resumable)
+    report.json, report.md, metrics_vs_delay.png, fto_hist.png, timing.json
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from configs import AgentConfig, ConfigError
+
+SETTINGS = (("on", True), ("off", False))
+
+
+def _validate(cfg: AgentConfig, delays: list[float]) -> None:
+    s = cfg.sim
+    if s.words not in ("whisper", "vad"):
+        raise ConfigError(f"sim.words must be whisper or vad, got {s.words!r}")
+    if s.compute not in ("fixed", "measured"):
+        raise ConfigError(f"sim.compute must be fixed or measured, got {s.compute!r}")
+    if not delays or any(d < 0 for d in delays):
+        raise ConfigError("delays must be a non-empty list of one-way delays >= 0 ms")
+
+
+def _channel(cfg: AgentConfig, delay_ms: float, salt: int):
+    from duplex.netsim import ChannelConfig
+
+    s = cfg.sim
+    return ChannelConfig(delay_ms=delay_ms, jitter_ms=s.jitter_ms, jitter_dist=s.jitter_dist, loss=s.loss,
+                         loss_burst=s.loss_burst, reorder=s.reorder, seed=s.seed * 100003 + salt)
+
+
+def _factory(cfg: AgentConfig):
+    from duplex.session import DuplexAgentFactory
+    from duplex.workers import CostModel
+
+    s = cfg.sim
+    cost = CostModel.deterministic(**s.fixed_costs) if s.compute == "fixed" else CostModel.measured(s.compute_scale)
+    rt = dataclasses.replace(cfg.runtime, metrics_jsonl="")
+    factory = DuplexAgentFactory.from_config(dataclasses.replace(cfg, runtime=rt), cost=cost, watchdog=False)
+    factory.tune_process()
+    return factory
+
+
+def _words(cfg: AgentConfig, judge: Any, audio: np.ndarray, segments: list[tuple[float, float]]) -> list[Any]:
+    from duplex.sim_metrics import vad_words
+
+    if cfg.sim.words == "vad" or not segments:
+        return vad_words(segments)
+    return list(judge.transcribe(audio, 16000).words)
+
+
+def dialogues_for(cfg: AgentConfig, out: Path, data: str | None, n: int, progress: bool):
+    from duplex.sim_dialogues import load_dialogues, synthesize_heldout
+
+    if data is None:
+        data = str(synthesize_heldout(cfg, out / "dialogues", n, seed=cfg.sim.seed, progress=progress))
+    dialogues = load_dialogues(data, n)
+    if len(dialogues) < n:
+        raise ConfigError(f"{data} has only {len(dialogues)} held-out dialogues, {n} asked for")
+    return dialogues
+
+
+def run_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None, delays: list[float] | None = None,
+              n: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run (or finish: per-call results are kept) the sweep; write the report; return it."""
+    import torch
+    from tqdm import tqdm
+
+    from duplex.sim_metrics import agent_segments, pool, reference_fto, score_call
+    from duplex.sim_report import write_report
+    from speech_io.vad import make_backend
+    from speech_io.wav import write_wav
+    from training.data.manifest import atomic_write_text
+
+    delays = list(cfg.sim.delays_ms if delays is None else delays)
+    n = cfg.sim.dialogues if n is None else n
+    _validate(cfg, delays)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    dialogues = dialogues_for(cfg, out, data, n, progress)
+    t_data = time.perf_counter() - t_start
+    torch.set_num_threads(1)
+    factory = None
+    judge = None
+    backend = make_backend(cfg.vad.backend, cfg.vad.aggressiveness, cfg.vad.frame_ms)
+    head: list[tuple[int, list[float]]] = []
+    calls: dict[tuple[float, str], list[dict[str, Any]]] = {}
+    compute_s = 0.0
+    audio_s = 0.0
+    bar = tqdm(total=len(delays) * len(SETTINGS) * len(dialogues), desc="simulate", disable=not progress)
+    try:
+        for delay in delays:
+            for name, predict in SETTINGS:
+                run_dir = out / "runs" / f"{int(round(delay))}ms-{name}"
+                got: list[dict[str, Any]] = []
+                for i, d in enumerate(dialogues):
+                    done = run_dir / f"{d.id}.json"
+                    if done.exists():
+                        got.append(json.loads(done.read_text()))
+                        bar.update()
+                        continue
+                    if factory is None:
+                        factory = _factory(cfg)
+                        factory.model.listen_observer = lambda st, k, p: head.append((int(k), [float(x) for x in p]))
+                    if judge is None and cfg.sim.words == "whisper":
+                        from agent.judge import WhisperJudge
+
+                        judge = WhisperJudge(cfg.judge)
+                    head.clear()
+                    torch.manual_seed(cfg.sim.seed * 1009 + i)
+                    t0 = time.perf_counter()
+                    res = asyncio.run(_one_call(cfg, factory, d, delay, predict, i))
+                    compute_s += time.perf_counter() - t0
+                    audio_s += res.duration
+                    segs = agent_segments(res.heard, 16000, backend)
+                    words = _words(cfg, judge, res.heard, segs)
+                    scored = score_call(d, words, segs, list(head))
+                    scored.update(id=d.id, uplink=res.uplink, downlink=res.downlink,
+                                  agent_words=[[w.text, round(w.start, 3), round(w.end, 3)] for w in words])
+                    write_wav(run_dir / f"{d.id}.wav", np.stack([res.user, res.heard], axis=1), 16000)
+                    lines = [json.dumps({"at": round(t, 4), **e}, sort_keys=True, default=str) for t, e in res.events]
+                    atomic_write_text(run_dir / f"{d.id}.events.jsonl", "\n".join(lines) + "\n")
+                    atomic_write_text(done, json.dumps(scored, sort_keys=True))
+                    got.append(scored)
+                    bar.update()
+                calls[(delay, name)] = got
+    finally:
+        bar.close()
+        if factory is not None:
+            factory.close()
+    report: dict[str, Any] = {"delays": {}}
+    for delay in delays:
+        report["delays"][_key(delay)] = {name: pool(calls[(delay, name)]) for name, _ in SETTINGS}
+    report["reference"] = {"fto": reference_fto(dialogues)}
+    report["setup"] = {
+        "preset": cfg.preset, "dialogues": [d.id for d in dialogues], "data": data or str(out / "dialogues"),
+        "channel": {k: getattr(cfg.sim, k) for k in ("jitter_ms", "jitter_dist", "loss", "loss_burst", "reorder",
+                                                      "buffer_ms", "seed")},
+        "words": cfg.sim.words, "compute": cfg.sim.compute,
+        "fixed_costs": dict(cfg.sim.fixed_costs) if cfg.sim.compute == "fixed" else None,
+        "generator": cfg.generator.card, "speech_weights": cfg.speech.weights_card, "tts": cfg.tts.card,
+    }
+    write_report(report, out)
+    wall = time.perf_counter() - t_start
+    timing = {"wall_s": round(wall, 2), "synth_s": round(t_data, 2), "calls_wall_s": round(compute_s, 2),
+              "simulated_audio_s": round(audio_s, 2), "calls": sum(len(v) for v in calls.values())}
+    atomic_write_text(out / "timing.json", json.dumps(timing, indent=1) + "\n")
+    return {**report, "timing": timing}
+
+
+def _key(delay: float) -> str:
+    return str(int(delay)) if float(delay).is_integer() else str(delay)
+
+
+async def _one_call(cfg: AgentConfig, factory: Any, d: Any, delay: float, predict: bool, i: int):
+    from duplex.sim_run import run_call
+    from speech_io.webrtc.server import make_detector
+
+    def set_prediction(session: Any) -> None:
+        gen = session.st.generator
+        gen.cfg = dataclasses.replace(gen.cfg, predict_user=predict)
+
+    return await run_call(factory, d.user, _channel(cfg, delay, i), buffer_s=cfg.sim.buffer_ms / 1000.0,
+                          detector=make_detector(cfg.vad), session_id=f"{d.id}-{int(delay)}-{int(predict)}",
+                          tail_s=cfg.sim.tail_s, on_session=set_prediction)
