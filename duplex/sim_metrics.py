@@ -36,6 +36,12 @@ def vad_words(segments: list[tuple[float, float]]) -> list[SegWord]:
     return [SegWord("<speech>", s, e) for s, e in segments]
 
 
+def judge_words(judge: Any, audio: np.ndarray, rate: int = 16000) -> list[Any]:
+    """The judge's timed words of ``audio``: greedy decoding (deterministic; no sampling fallback),
+    punctuation-only "words" (what Whisper makes of noise) dropped."""
+    return [w for w in judge.transcribe(audio, rate, temperature=0.0).words if any(c.isalnum() for c in w.text)]
+
+
 def agent_segments(audio: np.ndarray, rate: int, backend: Any) -> list[tuple[float, float]]:
     from speech_io.vad import detect_segments
 

@@ -62,11 +62,11 @@ def _factory(cfg: AgentConfig):
 
 
 def _words(cfg: AgentConfig, judge: Any, audio: np.ndarray, segments: list[tuple[float, float]]) -> list[Any]:
-    from duplex.sim_metrics import vad_words
+    from duplex.sim_metrics import judge_words, vad_words
 
     if cfg.sim.words == "vad" or not segments:
         return vad_words(segments)
-    return list(judge.transcribe(audio, 16000).words)
+    return judge_words(judge, audio)
 
 
 def dialogues_for(cfg: AgentConfig, out: Path, data: str | None, n: int, progress: bool):
@@ -108,6 +108,7 @@ def run_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None, del
     calls: dict[tuple[float, str], list[dict[str, Any]]] = {}
     compute_s = 0.0
     audio_s = 0.0
+    calls_run = 0
     bar = tqdm(total=len(delays) * len(SETTINGS) * len(dialogues), desc="simulate", disable=not progress)
     try:
         for delay in delays:
@@ -132,6 +133,7 @@ def run_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None, del
                     t0 = time.perf_counter()
                     res = asyncio.run(_one_call(cfg, factory, d, delay, predict, i))
                     compute_s += time.perf_counter() - t0
+                    calls_run += 1
                     audio_s += res.duration
                     segs = agent_segments(res.heard, 16000, backend)
                     words = _words(cfg, judge, res.heard, segs)
@@ -164,7 +166,7 @@ def run_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None, del
     write_report(report, out)
     wall = time.perf_counter() - t_start
     timing = {"wall_s": round(wall, 2), "synth_s": round(t_data, 2), "calls_wall_s": round(compute_s, 2),
-              "simulated_audio_s": round(audio_s, 2), "calls": sum(len(v) for v in calls.values())}
+              "simulated_audio_s": round(audio_s, 2), "calls": sum(len(v) for v in calls.values()), "calls_run": calls_run}
     atomic_write_text(out / "timing.json", json.dumps(timing, indent=1) + "\n")
     return {**report, "timing": timing}
 
