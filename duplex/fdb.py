@@ -130,7 +130,9 @@ def run_fdb(cfg: Any, data: str | Path, *, limit: int | None = None, progress: b
         dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, metrics_jsonl="")), cost=cost,
         watchdog=False)
     factory.tune_process()
-    judge = WhisperJudge(cfg.judge) if s.words == "whisper" else None
+    judge = None
+    if s.words == "whisper":
+        judge = WhisperJudge(dataclasses.replace(cfg.judge, num_threads=s.judge_threads))
     backend = make_backend(cfg.vad.backend, cfg.vad.aggressiveness, cfg.vad.frame_ms)
     results = []
     try:

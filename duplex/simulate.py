@@ -127,7 +127,7 @@ def run_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None, del
                     if judge is None and cfg.sim.words == "whisper":
                         from agent.judge import WhisperJudge
 
-                        judge = WhisperJudge(cfg.judge)
+                        judge = WhisperJudge(dataclasses.replace(cfg.judge, num_threads=cfg.sim.judge_threads))
                     head.clear()
                     torch.manual_seed(cfg.sim.seed * 1009 + i)
                     t0 = time.perf_counter()

@@ -197,10 +197,7 @@ def test_same_seed_same_report(tmp_path, tiny_cfg):
     from configs.loader import apply_overrides, parse_set_args
     from duplex.simulate import run_sweep
 
-    # VAD words keep this test fast on a loaded machine; the judge's greedy decoding is deterministic
-    # too (test_judge_words_are_deterministic_and_skip_punctuation).
-    cfg = apply_overrides(tiny_cfg, parse_set_args(["sim.dialogue_seconds=8", "sim.tail_s=0.5", "sim.seed=3",
-                                                    "sim.words=vad"]))
+    cfg = apply_overrides(tiny_cfg, parse_set_args(["sim.dialogue_seconds=8", "sim.tail_s=0.5", "sim.seed=3"]))
     cfg = dataclasses.replace(cfg, preset="tiny")
     data = tmp_path / "a"
     a = run_sweep(cfg, data, delays=[0, 200], n=1, progress=False)
@@ -222,7 +219,8 @@ def test_same_seed_same_report(tmp_path, tiny_cfg):
     assert c["timing"]["calls_run"] == 0 and c["delays"] == a["delays"]
 
 
-def test_judge_words_are_deterministic_and_skip_punctuation(judge, voice):
+def test_judge_words_are_deterministic_and_skip_punctuation(tiny_cfg, voice):
+    from agent.judge import WhisperJudge
     from duplex.sim_metrics import judge_words
     from speech_io.wav import resample
 
@@ -231,6 +229,7 @@ def test_judge_words_are_deterministic_and_skip_punctuation(judge, voice):
     rng = np.random.default_rng(0)
     x = np.concatenate([np.zeros(RATE // 2, np.float32), speech,
                         0.05 * rng.standard_normal(RATE).astype(np.float32)])  # then a second of noise
+    judge = WhisperJudge(dataclasses.replace(tiny_cfg.judge, num_threads=1))  # greedy, as the tiny sweeps
     a, b = judge_words(judge, x), judge_words(judge, x)
     assert [(w.text, w.start, w.end) for w in a] == [(w.text, w.start, w.end) for w in b]
     assert len(a) >= 5 and all(any(c.isalnum() for c in w.text) for w in a)
