@@ -21,6 +21,8 @@ METRICS = (
     ("fto_median_s", "median floor-transfer offset (s)"),
     ("overlap_rate", "share of transfers with overlap"),
     ("head_accuracy", "state-head accuracy vs scripted labels"),
+    ("transfers_per_min", "floor transfers per minute (two agents)"),
+    ("a_speech_share", "agent A speech share (two agents)"),
 )
 
 
@@ -32,7 +34,7 @@ def markdown(report: dict[str, Any]) -> str:
     delays = list(report["delays"])
     setup = report["setup"]
     lines = [
-        "# Latency-tolerance simulation",
+        "# Latency-tolerance simulation" + (" (two agents)" if report.get("mode") == "pair" else ""),
         "",
         f"Preset `{setup['preset']}`; generator `{setup['generator']}`, speech weights `{setup['speech_weights'] or '(untrained)'}`, "
         f"decoder `{setup['tts'] or '(untrained small)'}`. {len(setup['dialogues'])} held-out scripted dialogues per point; "
@@ -46,6 +48,8 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|" + "---|" * (2 * len(delays)),
     ]
     for key, label in METRICS:
+        if all(report["delays"][d][k].get(key) is None for d in delays for k in ("on", "off")):
+            continue
         row = [f"{_fmt(report['delays'][d]['on'].get(key))} | {_fmt(report['delays'][d]['off'].get(key))}" for d in delays]
         lines.append(f"| {label} | " + " | ".join(row) + " |")
     cases = report["delays"][delays[0]]["on"]["cases"]

@@ -171,6 +171,91 @@ def run_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None, del
     return {**report, "timing": timing}
 
 
+def run_pair_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None, delays: list[float] | None = None,
+                   n: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Two agents talking to each other over the channel, opened by a held-out user turn; same sweep
+    axes. Scored from agent A's side: floor-transfer offsets between A and B as A hears B."""
+    import torch
+    from tqdm import tqdm
+
+    from duplex import turn_metrics as tm
+    from duplex.sim_metrics import MIN_TURN_S, TURN_MERGE_GAP_S, agent_segments, reference_fto
+    from duplex.sim_pair import run_pair
+    from duplex.sim_report import write_report
+    from speech_io.vad import make_backend
+    from speech_io.wav import write_wav
+    from speech_io.webrtc.server import make_detector
+    from training.data.manifest import atomic_write_text
+
+    delays = list(cfg.sim.delays_ms if delays is None else delays)
+    n = cfg.sim.dialogues if n is None else n
+    _validate(cfg, delays)
+    out = Path(out)
+    t_start = time.perf_counter()
+    dialogues = dialogues_for(cfg, out, data, n, progress)
+    torch.set_num_threads(1)
+    factory = _factory(cfg)
+    backend = make_backend(cfg.vad.backend, cfg.vad.aggressiveness, cfg.vad.frame_ms)
+    report: dict[str, Any] = {"mode": "pair", "delays": {}}
+    bar = tqdm(total=len(delays) * len(SETTINGS) * len(dialogues), desc="simulate pairs", disable=not progress)
+    try:
+        for delay in delays:
+            point: dict[str, Any] = {}
+            for name, predict in SETTINGS:
+                fto: list[float] = []
+                a_s = b_s = total = 0.0
+                for i, d in enumerate(dialogues):
+                    u0, u1 = d.user_turns[0] if d.user_turns else (0.0, min(2.0, d.duration))
+                    opener = d.user[int(max(0.0, u0 - 0.1) * 16000) : int((u1 + 0.1) * 16000)]
+                    torch.manual_seed(cfg.sim.seed * 1009 + i)
+
+                    def set_prediction(session: Any, flag: bool = predict) -> None:
+                        session.st.generator.cfg = dataclasses.replace(session.st.generator.cfg, predict_user=flag)
+
+                    res = asyncio.run(run_pair(factory, opener, _channel(cfg, delay, i), seconds=cfg.sim.dialogue_seconds,
+                                               buffer_s=cfg.sim.buffer_ms / 1000.0,
+                                               detectors=(make_detector(cfg.vad), make_detector(cfg.vad)),
+                                               on_session=set_prediction))
+                    sa = agent_segments(res.a, 16000, backend)
+                    sb = agent_segments(res.b_heard, 16000, backend)
+                    fto += tm.floor_transfer_offsets(tm.merge_segments(sa, TURN_MERGE_GAP_S),
+                                                     tm.merge_segments(sb, TURN_MERGE_GAP_S), MIN_TURN_S)
+                    a_s += sum(e - s for s, e in sa)
+                    b_s += sum(e - s for s, e in sb)
+                    total += res.duration
+                    write_wav(out / "pairs" / f"{int(round(delay))}ms-{name}" / f"{d.id}.wav",
+                              np.stack([res.a, res.b_heard + res.opener], axis=1), 16000)
+                    bar.update()
+                fto = [round(x, 4) for x in fto]
+                point[name] = {
+                    "pause_tor": None, "turn_taking_tor": None, "interruption_tor": None, "turn_taking_latency_s": None,
+                    "fto_median_s": round(float(np.median(fto)), 4) if fto else None,
+                    "overlap_rate": round(float(np.mean([x < 0 for x in fto])), 4) if fto else None,
+                    "transfers_per_min": round(60 * len(fto) / total, 4) if total else None,
+                    "a_speech_share": round(a_s / total, 4) if total else None,
+                    "b_speech_share": round(b_s / total, 4) if total else None,
+                    "cases": {"floor_transfers": len(fto)}, "fto": fto,
+                }
+            report["delays"][_key(delay)] = point
+    finally:
+        bar.close()
+        factory.close()
+    report["reference"] = {"fto": reference_fto(dialogues)}
+    report["setup"] = {
+        "preset": cfg.preset, "mode": "two agents", "dialogues": [d.id for d in dialogues],
+        "data": data or str(out / "dialogues"),
+        "channel": {k: getattr(cfg.sim, k) for k in ("jitter_ms", "jitter_dist", "loss", "loss_burst", "reorder",
+                                                      "buffer_ms", "seed")},
+        "words": "vad", "compute": cfg.sim.compute,
+        "fixed_costs": dict(cfg.sim.fixed_costs) if cfg.sim.compute == "fixed" else None,
+        "generator": cfg.generator.card, "speech_weights": cfg.speech.weights_card, "tts": cfg.tts.card,
+    }
+    write_report(report, out)
+    timing = {"wall_s": round(time.perf_counter() - t_start, 2)}
+    atomic_write_text(out / "timing.json", json.dumps(timing, indent=1) + "\n")
+    return {**report, "timing": timing}
+
+
 def _key(delay: float) -> str:
     return str(int(delay)) if float(delay).is_integer() else str(delay)
 

@@ -234,3 +234,16 @@ def test_judge_words_are_deterministic_and_skip_punctuation(tiny_cfg, voice):
     assert [(w.text, w.start, w.end) for w in a] == [(w.text, w.start, w.end) for w in b]
     assert len(a) >= 5 and all(any(c.isalnum() for c in w.text) for w in a)
     assert a[0].start == pytest.approx(0.5 + syn.words[0].start, abs=0.15)
+
+
+def test_two_agents_hear_each_other_through_the_channel():
+    from duplex.sim_pair import run_pair
+    from speech_io.echo import EchoAgentFactory
+
+    opener = _bursts([(0.2, 1.0)], 1.2, seed=7)
+    res = asyncio.run(run_pair(EchoAgentFactory(0.3), opener, ChannelConfig(delay_ms=100, seed=2), seconds=4.0))
+    # A echoes the opener 0.3 s + one capture frame later; B echoes A, and A hears it after both
+    # directions of the path (2 x 100 ms) and B's own 0.3 s + one frame.
+    assert _lag_s(res.opener, res.a, max_lag_s=0.6) == pytest.approx(0.32, abs=0.003)
+    assert _lag_s(res.a, res.b_heard, max_lag_s=0.8) == pytest.approx(0.32 + 0.2, abs=0.003)
+    assert res.links["a_to_b"]["lost"] == 0 and res.links["b_to_a"]["gaps"] == 0

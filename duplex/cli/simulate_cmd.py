@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jitter-ms", type=float, default=None, help="jitter scale on both directions (sim.jitter_ms)")
     p.add_argument("--loss", type=float, default=None, help="packet loss probability (sim.loss)")
     p.add_argument("--seed", type=int, default=None, help="seed of channels, dialogues and samplers (sim.seed)")
+    p.add_argument("--pair", action="store_true",
+                   help="two agents talking to each other (opened by a held-out user turn) instead of scripted users")
     p.add_argument("--json", action="store_true", help="print one JSON object {delays: {ms: {on: {...}, off: {...}}}}")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_args(p)
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from duplex.simulate import run_sweep
+    from duplex.simulate import run_pair_sweep, run_sweep
 
     cfg = config_from_args(args)
     sim = cfg.sim
@@ -35,7 +37,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if value is not None:
             sim = dataclasses.replace(sim, **{field: value})
     cfg = dataclasses.replace(cfg, sim=sim)
-    report = run_sweep(cfg, args.out, data=args.data, delays=args.delays, n=args.dialogues,
+    report = (run_pair_sweep if args.pair else run_sweep)(cfg, args.out, data=args.data, delays=args.delays, n=args.dialogues,
                        progress=not (args.no_progress or args.json))
     if args.json:
         slim = {"delays": {d: {k: {m: v for m, v in fig.items() if m != "fto"} for k, fig in point.items()}
@@ -45,7 +47,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}/report.md, report.json, metrics_vs_delay.png, fto_hist.png")
         for d, point in report["delays"].items():
             for k, fig in point.items():
-                print(f"{d:>5} ms {k:<3}  pause TOR {fig['pause_tor']}  turn-taking TOR {fig['turn_taking_tor']}  "
-                      f"interruption TOR {fig['interruption_tor']}  latency {fig['turn_taking_latency_s']} s")
+                if args.pair:
+                    print(f"{d:>5} ms {k:<3}  median floor-transfer offset {fig['fto_median_s']} s  overlap share "
+                          f"{fig['overlap_rate']}  transfers/min {fig['transfers_per_min']}")
+                else:
+                    print(f"{d:>5} ms {k:<3}  pause TOR {fig['pause_tor']}  turn-taking TOR {fig['turn_taking_tor']}  "
+                          f"interruption TOR {fig['interruption_tor']}  latency {fig['turn_taking_latency_s']} s")
         print(f"took {report['timing']['wall_s']} s")
     return 0
