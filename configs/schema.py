@@ -595,5 +595,8 @@ class SimConfig:
     """Seconds charged per job of each stage with compute=fixed."""
     tail_s: float = 2.0
     """After the script ends, run until the agent has been silent this long (at most 10 s more)."""
+    head: str = "model"
+    """model: the state head decides; oracle: its decisions are replaced by the scripted dialogue's per-chunk
+    labels (a diagnostic: the runtime and the network with a perfect head; the head's accuracy is still scored)."""
     judge_threads: int = 1
     """CPU threads of the Whisper judge here (1: on a shared, loaded machine 2 threads ran ~10x slower)."""

@@ -38,7 +38,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Preset `{setup['preset']}`; generator `{setup['generator']}`, speech weights `{setup['speech_weights'] or '(untrained)'}`, "
         f"decoder `{setup['tts'] or '(untrained small)'}`. {len(setup['dialogues'])} held-out scripted dialogues per point; "
-        f"agent words from `{setup['words']}`; compute `{setup['compute']}`. Channel (both directions): "
+        f"agent words from `{setup['words']}`; compute `{setup['compute']}`; state head `{setup.get('head', 'model')}`. "
+        "Channel (both directions): "
         + ", ".join(f"{k}={v}" for k, v in setup["channel"].items()) + ".",
         "",
         "Columns: one-way delay (ms); `on`/`off` = the generator's predicted-user chunk. "

@@ -35,6 +35,8 @@ def _validate(cfg: AgentConfig, delays: list[float]) -> None:
     s = cfg.sim
     if s.words not in ("whisper", "vad"):
         raise ConfigError(f"sim.words must be whisper or vad, got {s.words!r}")
+    if s.head not in ("model", "oracle"):
+        raise ConfigError(f"sim.head must be model or oracle, got {s.head!r}")
     if s.compute not in ("fixed", "measured"):
         raise ConfigError(f"sim.compute must be fixed or measured, got {s.compute!r}")
     if not delays or any(d < 0 for d in delays):
@@ -80,16 +82,84 @@ def dialogues_for(cfg: AgentConfig, out: Path, data: str | None, n: int, progres
     return dialogues
 
 
+class _Caller:
+    """Runs single calls of a sweep and stores each one's wav, events and outcome (one process)."""
+
+    def __init__(self, cfg: AgentConfig, out: Path, dialogues: list[Any]) -> None:
+        import torch
+
+        from speech_io.vad import make_backend
+
+        torch.set_num_threads(1)
+        self.cfg, self.out, self.dialogues = cfg, out, dialogues
+        self.factory = _factory(cfg)
+        self.head: list[tuple[int, list[float]]] = []
+        self.factory.model.listen_observer = lambda st, k, p: self.head.append((int(k), [float(x) for x in p]))
+        self.judge = None
+        if cfg.sim.words == "whisper":
+            from agent.judge import WhisperJudge
+
+            self.judge = WhisperJudge(dataclasses.replace(cfg.judge, num_threads=cfg.sim.judge_threads))
+        self.backend = make_backend(cfg.vad.backend, cfg.vad.aggressiveness, cfg.vad.frame_ms)
+
+    def call(self, delay: float, name: str, predict: bool, i: int) -> dict[str, Any]:
+        import torch
+
+        from duplex.sim_metrics import agent_segments, score_call
+        from speech_io.wav import write_wav
+        from training.data.manifest import atomic_write_text
+
+        cfg, d = self.cfg, self.dialogues[i]
+        self.head.clear()
+        self.factory.model.head_override = oracle_head(d.labels) if cfg.sim.head == "oracle" else None
+        torch.manual_seed(cfg.sim.seed * 1009 + i)
+        t0 = time.perf_counter()
+        res = asyncio.run(_one_call(cfg, self.factory, d, delay, predict, i))
+        seconds = time.perf_counter() - t0
+        segs = agent_segments(res.heard, 16000, self.backend)
+        words = _words(cfg, self.judge, res.heard, segs)
+        scored = score_call(d, words, segs, list(self.head))
+        scored.update(id=d.id, uplink=res.uplink, downlink=res.downlink,
+                      agent_words=[[w.text, round(w.start, 3), round(w.end, 3)] for w in words])
+        done = _done_path(self.out, delay, name, d.id)
+        write_wav(done.with_suffix(".wav"), np.stack([res.user, res.heard], axis=1), 16000)
+        lines = [json.dumps({"at": round(t, 4), **e}, sort_keys=True, default=str) for t, e in res.events]
+        atomic_write_text(done.with_suffix(".events.jsonl"), "\n".join(lines) + "\n")
+        atomic_write_text(done, json.dumps(scored, sort_keys=True))  # last: marks the call done
+        return {"calls_run": 1, "calls_wall_s": seconds, "simulated_audio_s": res.duration}
+
+    def close(self) -> None:
+        self.factory.close()
+
+
+_WORKER: dict[str, _Caller] = {}
+"""The one caller of a ``--workers`` subprocess (set by its initializer; empty in the parent)."""
+
+
+def _init_worker(cfg: AgentConfig, out: Path, data_dir: str, n: int) -> None:
+    from duplex.sim_dialogues import load_dialogues
+
+    _WORKER["caller"] = _Caller(cfg, out, load_dialogues(data_dir, n))
+
+
+def _worker_call(job: tuple[float, str, bool, int]) -> dict[str, Any]:
+    return _WORKER["caller"].call(*job)
+
+
+def _done_path(out: Path, delay: float, name: str, dialogue_id: str) -> Path:
+    return out / "runs" / f"{int(round(delay))}ms-{name}" / f"{dialogue_id}.json"
+
+
 def run_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None, delays: list[float] | None = None,
-              n: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run (or finish: per-call results are kept) the sweep; write the report; return it."""
-    import torch
+              n: int | None = None, progress: bool = True, workers: int = 1) -> dict[str, Any]:
+    """Run (or finish: per-call results are kept) the sweep; write the report; return it.
+
+    ``workers`` > 1 runs calls in that many processes (each loads the models once): every call is
+    seeded by its own index, so the report does not depend on how calls were spread."""
     from tqdm import tqdm
 
-    from duplex.sim_metrics import agent_segments, pool, reference_fto, score_call
+    from duplex.sim_metrics import pool, reference_fto
     from duplex.sim_report import write_report
-    from speech_io.vad import make_backend
-    from speech_io.wav import write_wav
     from training.data.manifest import atomic_write_text
 
     delays = list(cfg.sim.delays_ms if delays is None else delays)
@@ -100,57 +170,37 @@ def run_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None, del
     t_start = time.perf_counter()
     dialogues = dialogues_for(cfg, out, data, n, progress)
     t_data = time.perf_counter() - t_start
-    torch.set_num_threads(1)
-    factory = None
-    judge = None
-    backend = make_backend(cfg.vad.backend, cfg.vad.aggressiveness, cfg.vad.frame_ms)
-    head: list[tuple[int, list[float]]] = []
-    calls: dict[tuple[float, str], list[dict[str, Any]]] = {}
-    compute_s = 0.0
-    audio_s = 0.0
-    calls_run = 0
-    bar = tqdm(total=len(delays) * len(SETTINGS) * len(dialogues), desc="simulate", disable=not progress)
+    data_dir = data or str(out / "dialogues")
+    jobs = [(delay, name, predict, i) for delay in delays for name, predict in SETTINGS for i in range(len(dialogues))]
+    pending = [j for j in jobs if not _done_path(out, j[0], j[1], dialogues[j[3]].id).exists()]
+    stats = {"calls_run": 0, "calls_wall_s": 0.0, "simulated_audio_s": 0.0}
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc="simulate", disable=not progress)
     try:
-        for delay in delays:
-            for name, predict in SETTINGS:
-                run_dir = out / "runs" / f"{int(round(delay))}ms-{name}"
-                got: list[dict[str, Any]] = []
-                for i, d in enumerate(dialogues):
-                    done = run_dir / f"{d.id}.json"
-                    if done.exists():
-                        got.append(json.loads(done.read_text()))
-                        bar.update()
-                        continue
-                    if factory is None:
-                        factory = _factory(cfg)
-                        factory.model.listen_observer = lambda st, k, p: head.append((int(k), [float(x) for x in p]))
-                    if judge is None and cfg.sim.words == "whisper":
-                        from agent.judge import WhisperJudge
+        if workers > 1 and len(pending) > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
 
-                        judge = WhisperJudge(dataclasses.replace(cfg.judge, num_threads=cfg.sim.judge_threads))
-                    head.clear()
-                    torch.manual_seed(cfg.sim.seed * 1009 + i)
-                    t0 = time.perf_counter()
-                    res = asyncio.run(_one_call(cfg, factory, d, delay, predict, i))
-                    compute_s += time.perf_counter() - t0
-                    calls_run += 1
-                    audio_s += res.duration
-                    segs = agent_segments(res.heard, 16000, backend)
-                    words = _words(cfg, judge, res.heard, segs)
-                    scored = score_call(d, words, segs, list(head))
-                    scored.update(id=d.id, uplink=res.uplink, downlink=res.downlink,
-                                  agent_words=[[w.text, round(w.start, 3), round(w.end, 3)] for w in words])
-                    write_wav(run_dir / f"{d.id}.wav", np.stack([res.user, res.heard], axis=1), 16000)
-                    lines = [json.dumps({"at": round(t, 4), **e}, sort_keys=True, default=str) for t, e in res.events]
-                    atomic_write_text(run_dir / f"{d.id}.events.jsonl", "\n".join(lines) + "\n")
-                    atomic_write_text(done, json.dumps(scored, sort_keys=True))
-                    got.append(scored)
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(cfg, out, data_dir, n)) as pool_:
+                futures = [pool_.submit(_worker_call, j) for j in pending]
+                for f in as_completed(futures):
+                    for k, v in f.result().items():
+                        stats[k] += v
                     bar.update()
-                calls[(delay, name)] = got
+        elif pending:
+            caller = _Caller(cfg, out, dialogues)
+            try:
+                for j in pending:
+                    for k, v in caller.call(*j).items():
+                        stats[k] += v
+                    bar.update()
+            finally:
+                caller.close()
     finally:
         bar.close()
-        if factory is not None:
-            factory.close()
+    calls = {(delay, name): [json.loads(_done_path(out, delay, name, d.id).read_text()) for d in dialogues]
+             for delay in delays for name, _ in SETTINGS}
     report: dict[str, Any] = {"delays": {}}
     for delay in delays:
         report["delays"][_key(delay)] = {name: pool(calls[(delay, name)]) for name, _ in SETTINGS}
@@ -159,14 +209,15 @@ def run_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None, del
         "preset": cfg.preset, "dialogues": [d.id for d in dialogues], "data": data or str(out / "dialogues"),
         "channel": {k: getattr(cfg.sim, k) for k in ("jitter_ms", "jitter_dist", "loss", "loss_burst", "reorder",
                                                       "buffer_ms", "seed")},
-        "words": cfg.sim.words, "compute": cfg.sim.compute,
+        "words": cfg.sim.words, "compute": cfg.sim.compute, "head": cfg.sim.head,
         "fixed_costs": dict(cfg.sim.fixed_costs) if cfg.sim.compute == "fixed" else None,
         "generator": cfg.generator.card, "speech_weights": cfg.speech.weights_card, "tts": cfg.tts.card,
     }
     write_report(report, out)
     wall = time.perf_counter() - t_start
-    timing = {"wall_s": round(wall, 2), "synth_s": round(t_data, 2), "calls_wall_s": round(compute_s, 2),
-              "simulated_audio_s": round(audio_s, 2), "calls": sum(len(v) for v in calls.values()), "calls_run": calls_run}
+    timing = {"wall_s": round(wall, 2), "synth_s": round(t_data, 2), "workers": workers,
+              **{k: round(v, 2) if isinstance(v, float) else v for k, v in stats.items()},
+              "calls": sum(len(v) for v in calls.values())}
     atomic_write_text(out / "timing.json", json.dumps(timing, indent=1) + "\n")
     return {**report, "timing": timing}
 
@@ -254,6 +305,17 @@ def run_pair_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None
     timing = {"wall_s": round(time.perf_counter() - t_start, 2)}
     atomic_write_text(out / "timing.json", json.dumps(timing, indent=1) + "\n")
     return {**report, "timing": timing}
+
+
+def oracle_head(labels: np.ndarray, confidence: float = 0.9):
+    """A ``DuplexModel.head_override`` that answers chunk k with the scripted label k (continue past the end)."""
+
+    def head(state: Any, k: int, speaking: bool) -> np.ndarray:
+        out = np.full(3, (1 - confidence) / 2, np.float32)
+        out[int(labels[k]) if k < len(labels) else 0] = confidence
+        return out
+
+    return head
 
 
 def _key(delay: float) -> str:

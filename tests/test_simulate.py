@@ -201,7 +201,8 @@ def test_same_seed_same_report(tmp_path, tiny_cfg):
     cfg = dataclasses.replace(cfg, preset="tiny")
     data = tmp_path / "a"
     a = run_sweep(cfg, data, delays=[0, 200], n=1, progress=False)
-    b = run_sweep(cfg, tmp_path / "b", data=str(data / "dialogues"), delays=[0, 200], n=1, progress=False)
+    # the second run spreads its calls over two processes: same report
+    b = run_sweep(cfg, tmp_path / "b", data=str(data / "dialogues"), delays=[0, 200], n=1, progress=False, workers=2)
     for name in ("report.json", "report.md"):
         assert (data / name).read_text() == (tmp_path / "b" / name).read_text()
     assert set(a["delays"]) == {"0", "200"} and set(a["delays"]["0"]) == {"on", "off"}

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jitter-ms", type=float, default=None, help="jitter scale on both directions (sim.jitter_ms)")
     p.add_argument("--loss", type=float, default=None, help="packet loss probability (sim.loss)")
     p.add_argument("--seed", type=int, default=None, help="seed of channels, dialogues and samplers (sim.seed)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes running calls in parallel (each loads the models; the report does not change)")
     p.add_argument("--pair", action="store_true",
                    help="two agents talking to each other (opened by a held-out user turn) instead of scripted users")
     p.add_argument("--json", action="store_true", help="print one JSON object {delays: {ms: {on: {...}, off: {...}}}}")
@@ -37,8 +39,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if value is not None:
             sim = dataclasses.replace(sim, **{field: value})
     cfg = dataclasses.replace(cfg, sim=sim)
-    report = (run_pair_sweep if args.pair else run_sweep)(cfg, args.out, data=args.data, delays=args.delays, n=args.dialogues,
-                       progress=not (args.no_progress or args.json))
+    progress = not (args.no_progress or args.json)
+    if args.pair:
+        report = run_pair_sweep(cfg, args.out, data=args.data, delays=args.delays, n=args.dialogues, progress=progress)
+    else:
+        report = run_sweep(cfg, args.out, data=args.data, delays=args.delays, n=args.dialogues, progress=progress,
+                           workers=max(1, args.workers))
     if args.json:
         slim = {"delays": {d: {k: {m: v for m, v in fig.items() if m != "fto"} for k, fig in point.items()}
                            for d, point in report["delays"].items()}, "timing": report["timing"]}
