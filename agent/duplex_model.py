@@ -208,6 +208,9 @@ class DuplexModel:
         self.head_override: Callable[[DuplexState, int, bool], np.ndarray | None] | None = None
         """Test/simulation hook: (state, chunk index, agent speaking) -> (3,) probabilities that
         replace the state head's (None keeps them). The model still runs in full."""
+        self.listen_observer: Callable[[DuplexState, int, np.ndarray], None] | None = None
+        """Simulation hook: called with (state, chunk index, the head's own (3,) probabilities) for every
+        chunk listened to (before ``head_override``), e.g. to score the head against a scripted truth."""
 
     # -- sessions ------------------------------------------------------------------------------
     def new_state(self, emotion: str = NEUTRAL) -> DuplexState:
@@ -279,6 +282,8 @@ class DuplexModel:
         dt = time.perf_counter() - t0
         for i in range(n):
             pr = probs[i]
+            if self.listen_observer is not None:
+                self.listen_observer(state, state.chunks, pr)
             if self.head_override is not None:
                 forced = self.head_override(state, state.chunks, agent_speaking[i])
                 if forced is not None:

@@ -95,7 +95,11 @@ class WhisperJudge:
         self.cfg = cfg
         self.model = WhisperModel(str(model_dir), device="cpu", compute_type="float32", cpu_threads=cfg.num_threads)
 
-    def transcribe(self, audio: np.ndarray, sample_rate: int, word_timestamps: bool = True) -> Transcript:
+    def transcribe(self, audio: np.ndarray, sample_rate: int, word_timestamps: bool = True,
+                   temperature: float | None = None) -> Transcript:
+        """``temperature=0.0`` turns off faster-whisper's sampling fallback: deterministic, and far
+        cheaper on audio that is not speech (the fallback re-decodes a hallucinating window up to
+        five times); None keeps the default fallback schedule."""
         audio = resample(np.asarray(audio, dtype=np.float32), sample_rate, JUDGE_RATE)
         if audio.size == 0:
             return Transcript(text="", duration=0.0)
@@ -106,6 +110,7 @@ class WhisperJudge:
             word_timestamps=word_timestamps,
             condition_on_previous_text=False,
             vad_filter=False,
+            **({} if temperature is None else {"temperature": temperature}),
         )
         words: list[Word] = []
         texts: list[str] = []

@@ -286,6 +286,8 @@ class AgentConfig:
     """Training of the unit generator (three stages)."""
     runtime: RuntimeConfig = field(default_factory=lambda: RuntimeConfig())
     """The duplex runtime: workers, turn policy, playout, metrics."""
+    sim: SimConfig = field(default_factory=lambda: SimConfig())
+    """Latency-tolerance simulation (``duplex-agent simulate``) and ``eval fdb``."""
 
 
 @dataclass(kw_only=True)
@@ -552,3 +554,49 @@ class RuntimeConfig:
     back to the event loop sooner, which cuts loop stalls (set process-wide by serve/talk/run/bench)."""
     policy: TurnPolicyConfig = field(default_factory=lambda: TurnPolicyConfig())
     """Turn-taking policy (VAD + state head)."""
+
+
+@dataclass(kw_only=True)
+class SimConfig:
+    """The latency-tolerance simulation (duplex/simulate.py) and the Full-Duplex-Bench runner."""
+
+    delays_ms: list[float] = field(default_factory=lambda: [0.0, 80.0, 160.0, 240.0, 400.0])
+    """One-way network delays swept (each direction of the path)."""
+    dialogues: int = 20
+    """Held-out scripted dialogues per delay and prediction setting."""
+    dialogue_seconds: float = 20.0
+    """Target length of a synthesized scripted dialogue."""
+    pause_prob: float = 0.6
+    """Mid-turn pause probability of the synthesized scripted users (oversampled so every metric has cases)."""
+    bargein_prob: float = 0.4
+    """Barge-in probability of the synthesized scripted users (stage-3 dialogues)."""
+    jitter_ms: float = 0.0
+    """Jitter scale on both directions (see duplex/netsim.py)."""
+    jitter_dist: str = "normal"
+    """Jitter distribution: none, normal, uniform, exponential, pareto."""
+    loss: float = 0.0
+    """Packet loss probability on both directions."""
+    loss_burst: float = 1.0
+    """Mean loss burst length in packets (1 = independent losses)."""
+    reorder: float = 0.0
+    """Probability that a packet is held back (forced reordering)."""
+    buffer_ms: float = 0.0
+    """Playout-buffer slack at each receiver (absorbs jitter; adds as much delay)."""
+    seed: int = 0
+    """Seed of the channels, the scripted-dialogue synthesis and the agent's samplers."""
+    words: str = "whisper"
+    """Agent word timings for the metrics: whisper (the judge's word timestamps) or vad (VAD segments only)."""
+    compute: str = "fixed"
+    """Virtual-clock compute charge: fixed (per-stage costs below; deterministic) or measured (this machine)."""
+    compute_scale: float = 1.0
+    """With compute=measured: charge measured compute x this (0.5 = a machine twice as fast)."""
+    fixed_costs: dict[str, float] = field(default_factory=lambda: {
+        "listen": 0.03, "units": 0.01, "decode": 0.02, "begin_reply": 0.01, "generate": 0.015, "tts": 0.04})
+    """Seconds charged per job of each stage with compute=fixed."""
+    tail_s: float = 2.0
+    """After the script ends, run until the agent has been silent this long (at most 10 s more)."""
+    head: str = "model"
+    """model: the state head decides; oracle: its decisions are replaced by the scripted dialogue's per-chunk
+    labels (a diagnostic: the runtime and the network with a perfect head; the head's accuracy is still scored)."""
+    judge_threads: int = 1
+    """CPU threads of the Whisper judge here (1: on a shared, loaded machine 2 threads ran ~10x slower)."""

@@ -20,6 +20,7 @@ from duplex.cli import (
     llm_cmd,
     run_cmd,
     serve_cmd,
+    simulate_cmd,
     talk_cmd,
     train_cmd,
     tts_cmd,
@@ -29,7 +30,7 @@ from duplex.cli import (
 
 COMMAND_MODULES = (
     assets_cmd, config_cmd, voice_cmd, llm_cmd, serve_cmd, talk_cmd, run_cmd, bench_cmd,
-    data_cmd, train_cmd, eval_cmd, units_cmd, tts_cmd,
+    data_cmd, train_cmd, eval_cmd, units_cmd, tts_cmd, simulate_cmd,
 )
 
 

@@ -21,6 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", default=None, help="also write the JSON to this file")
     add_config_args(e)
     e.set_defaults(func=cmd_eval_encoder)
+    f = esub.add_parser("fdb", help="run the agent on a Full-Duplex-Bench v1/v1.5 tree: output.wav + TOR/latency")
+    f.add_argument("--data", required=True, help="benchmark root: sample folders with input.wav + pause/turn_taking/"
+                   "interrupt/metadata json")
+    f.add_argument("--limit", type=int, default=None, help="at most this many samples")
+    f.add_argument("--json", action="store_true", help="print one JSON object")
+    f.add_argument("--out", default=None, help="metrics JSON file (default: DATA/fdb_metrics.json)")
+    add_config_args(f)
+    f.set_defaults(func=cmd_eval_fdb)
 
 
 def cmd_eval_encoder(args: argparse.Namespace) -> int:
@@ -37,4 +45,20 @@ def cmd_eval_encoder(args: argparse.Namespace) -> int:
         for key, value in result.items():
             if not isinstance(value, (list, dict)):
                 print(f"{key:<28} {value:.4f}" if isinstance(value, float) else f"{key:<28} {value}")
+    return 0
+
+
+def cmd_eval_fdb(args: argparse.Namespace) -> int:
+    from duplex.fdb import run_fdb
+
+    result = run_fdb(config_from_args(args), args.data, limit=args.limit, progress=not args.json)
+    out = Path(args.out) if args.out else Path(args.data) / "fdb_metrics.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    if args.json:
+        print_json(result)
+    else:
+        for task, fig in result["tasks"].items():
+            print(f"{task:<20} " + "  ".join(f"{k} {v}" for k, v in fig.items()))
+        print(f"wrote output.wav/output.json per sample and {out}")
     return 0
