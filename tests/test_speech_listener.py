@@ -128,3 +128,26 @@ def test_restart_context_matches_training_segments(tiny_cfg, tiny_llm, tiny_spee
                                                          segment_inputs(tiny_speech, emb, speaking, 4, 10)])
     torch.testing.assert_close(torch.cat(first), a, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(torch.cat(second), b, rtol=1e-4, atol=1e-4)
+
+
+def test_bundled_default_weights_load_through_the_card(default_cfg, llm):
+    """The committed `speech-input-default` checkpoint (fp16 file, sha256 checked by its card) loads
+    into the fp32 runtime listener exactly, and it is trained: its state head differs from a fresh one."""
+    from safetensors.torch import load_file
+
+    from agent.assets import check_source, load_card
+    from agent.speech_input import load_listener
+
+    card = load_card(default_cfg.speech.weights_card)
+    tensors = load_file(str(check_source(card)))
+    assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
+    listener = load_listener(default_cfg.speech, llm)
+    own = listener.speech.state_dict()
+    assert set(tensors) == set(own)
+    for name, t in tensors.items():
+        assert own[name].dtype == (torch.float32 if t.is_floating_point() else t.dtype)
+        torch.testing.assert_close(own[name], t.to(own[name].dtype), rtol=0, atol=0)
+    torch.manual_seed(0)
+    fresh = build_speech_input(default_cfg.speech, llm, load_weights=False)
+    w = "state_head.net.0.weight"  # default preset: state_head.hidden = 256 (an MLP)
+    assert (own[w] - fresh.state_dict()[w]).abs().max() > 1e-3
