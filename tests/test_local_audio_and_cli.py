@@ -110,9 +110,10 @@ def test_run_command_writes_a_time_aligned_stereo_file(tmp_path, capsys):
     assert "left: user, right: agent" in capsys.readouterr().out
 
 
-def test_commands_without_an_agent_say_so_in_one_line(capsys):
-    assert main(["serve"]) == 2
-    assert capsys.readouterr().err == "error: no agent to run yet: the duplex runtime is not built; pass --echo for the echo agent\n"
+def test_an_agent_with_missing_weights_says_so_in_one_line(capsys):
+    assert main(["serve", "--set", "speech.weights_card=no-such-card"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "no-such-card" in err
 
 
 def test_serve_command_starts_serves_and_stops_on_sigterm():

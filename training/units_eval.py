@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -352,3 +353,119 @@ def user_report(cfg: object, data: str | None, split: str, limit: int) -> dict:
     if not idx:
         raise FileNotFoundError(f"no overlap dialogues in the {split} split of {cache}")
     return {"dialogues": len(idx), "split": split, **user_prediction_accuracy(model, corpus, idx, conds)}
+
+
+# -- generator replies and unit resynthesis, heard through the unit decoder + Whisper judge --------
+def codebook_bridge(src: str | Path, dst: str | Path) -> np.ndarray:
+    """(num_src,) id of the ``dst`` centroid nearest to each ``src`` centroid, in raw feature space.
+
+    Only meaningful between codebooks fitted on the same features (backend, model and layer): a
+    decoder trained on an earlier codebook can then speak units of the current one. The mapping
+    loses what the two k-means partitions disagree on; ``speech_report`` measures it (the
+    resynthesis WER of real units goes through the same bridge).
+    """
+    from agent.units import KMeansCodebook
+
+    a, b = KMeansCodebook.load(src), KMeansCodebook.load(dst)
+    if a.dim != b.dim:
+        raise ValueError(f"codebooks {src} ({a.dim}-d) and {dst} ({b.dim}-d) quantise different features")
+    raw = a.centroids * a.std + a.mean  # (Na, D) back to feature space
+    dist = torch.cdist(b.normalise(raw), b.centroids)
+    return dist.argmin(1).numpy().astype(np.int64)
+
+
+def load_decoder(cfg: object, decoder: str | None) -> tuple[Any, str]:
+    """The neutral unit decoder (a card name or .safetensors file; default ``cfg.tts.card``)."""
+    from dataclasses import replace
+
+    from agent.tts_emotion import load_emotion_tts
+
+    tts_cfg = replace(cfg.tts, card=decoder or cfg.tts.card, plugins={})  # type: ignore[attr-defined]
+    model, identity = load_emotion_tts(replace(cfg, tts=tts_cfg), emotions=[])  # type: ignore[type-var]
+    return model.tts, identity
+
+
+@torch.no_grad()
+def speech_report(cfg: object, data: str | None, split: str, limit: int, decoder: str | None = None,
+                  decoder_codebook: str | None = None, temperature: float | None = None, progress: bool = True) -> dict:
+    """Held-out LLM answers (QA dialogues) spoken two ways and transcribed by the Whisper judge:
+
+    - ``reply_wer``: the generator reads the answer text as at run time (user question first),
+      its units go through the unit decoder; WER against the LLM's text;
+    - ``resynth_wer``: the units of the corpus's Piper rendering of the same answer, through the
+      same decoder (the decoder's own ceiling for these texts).
+
+    ``decoder_codebook``: the codebook the decoder was trained on, when it is not the current one
+    (units are mapped with ``codebook_bridge``; the result says so).
+    """
+    from tqdm import tqdm
+
+    from agent.judge import WhisperJudge
+    from agent.llm import load_llm
+    from agent.text_metrics import wer
+    from agent.units import codebook_path
+
+    cache = data or cfg.units_train.cache_dir  # type: ignore[attr-defined]
+    corpus = UnitCorpus.load(cache, split)
+    idx = corpus.select(["qa"])[:limit]
+    if not idx:
+        raise FileNotFoundError(f"no qa dialogues in the {split} split of {cache}")
+    model, conds, extra = _model_and_conds(cfg)
+    silent = set(extra.get("silent_units", corpus.silent_units))
+    tts, identity = load_decoder(cfg, decoder)
+    current = codebook_path(cfg.units.card)  # type: ignore[attr-defined]
+    bridge = None
+    if decoder_codebook:
+        bridge = codebook_bridge(current, decoder_codebook)
+    elif identity and identity.split(":")[-1] not in _sha(current):
+        raise ValueError(f"the decoder was trained on units {identity}, not on {current}; "
+                         "pass --decoder-codebook with the codebook it was trained on")
+    llm = load_llm(cfg.llm)  # type: ignore[attr-defined]
+    judge = WhisperJudge(cfg.judge)  # type: ignore[attr-defined]
+
+    def speak(units: Sequence[int]) -> np.ndarray:
+        u = np.asarray(units, dtype=np.int64)
+        if bridge is not None:
+            u = bridge[u]
+        out = tts.offline(torch.from_numpy(u)[None])
+        return out.audio[0, : int(out.lengths[0])].numpy()
+
+    refs, gen_hyps, res_hyps, examples = [], [], [], []
+    started = []
+    for i in tqdm(idx, desc="replies", disable=not progress):
+        d = corpus.dialogues[i]
+        turn = d.agent_turns[0]
+        text = llm.decode_text(turn.token_ids.tolist())
+        real = d.agent[max(0, turn.start - 2) : turn.end + 2]
+        # A reply that has not ended by twice its real length is cut there (a looping model would
+        # otherwise run to max_chunks and only cost judge time).
+        n = frames_per_chunk(model.arch.chunk_ms)
+        first = (turn.word_onsets[0] if turn.word_onsets else turn.start) // n
+        cap = first + 2 * -(-(turn.end - turn.start) // n) + 8
+        temp = cfg.generator.temperature if temperature is None else temperature  # type: ignore[attr-defined]
+        gen = generate_reply(model, d, conds, silent, temperature=temp, seed=i, max_chunks=cap)
+        gen_units = np.asarray(gen["units"], dtype=np.int64)
+        refs.append(text)
+        gen_hyps.append(judge.transcribe(speak(gen_units), 22050).text if len(gen_units) else "")
+        res_hyps.append(judge.transcribe(speak(real), 22050).text)
+        started.append(gen["first_speech_chunks"] is not None)
+        if len(examples) < 8:
+            examples.append({"text": text, "generated_heard": gen_hyps[-1], "resynth_heard": res_hyps[-1]})
+    return {
+        "items": len(idx),
+        "split": split,
+        "reply_wer": float(wer(refs, gen_hyps)),
+        "resynth_wer": float(wer(refs, res_hyps)),
+        "spoke": float(np.mean(started)),
+        "temperature": cfg.generator.temperature if temperature is None else temperature,  # type: ignore[attr-defined]
+        "decoder": decoder or cfg.tts.card,  # type: ignore[attr-defined]
+        "decoder_units": identity,
+        "codebook_bridge": str(decoder_codebook) if bridge is not None else None,
+        "examples": examples,
+    }
+
+
+def _sha(path: Path) -> str:
+    from agent.assets import sha256_file
+
+    return sha256_file(path)

@@ -61,12 +61,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_recipe_args(t)
     t.set_defaults(func=cmd_train)
 
-    ev = usub.add_parser("eval", help="held-out figures: purity (tokenizer), replies, user (generator)")
-    ev.add_argument("what", choices=("purity", "replies", "user"))
+    x = usub.add_parser("export", help="a trained stage's checkpoint -> a small fp16 generator file (for a card)")
+    x.add_argument("checkpoint", help="final.safetensors of a stage (or checkpoints/step-N/generator.safetensors)")
+    x.add_argument("--out", required=True, help="generator .safetensors to write")
+    x.add_argument("--note", action="append", default=[], metavar="KEY=VALUE", help="provenance stored in the file")
+    x.set_defaults(func=cmd_export)
+
+    ev = usub.add_parser("eval", help="held-out figures: purity (tokenizer), replies, user, speech (generator)")
+    ev.add_argument("what", choices=("purity", "replies", "user", "speech"))
     ev.add_argument("--data", default=None, help="prepared unit cache (replies, user); default units_train.cache_dir")
     ev.add_argument("--split", default="test")
     ev.add_argument("--limit", type=int, default=40, help="items evaluated")
     ev.add_argument("--out", default=None, help="also write the JSON here")
+    ev.add_argument("--decoder", default=None, help="speech: unit decoder card or .safetensors (default tts.card)")
+    ev.add_argument("--decoder-codebook", default=None,
+                    help="speech: the codebook the decoder was trained on, when it is not the current one")
+    ev.add_argument("--temperature", type=float, default=None,
+                    help="speech: sampling temperature of the generator (default generator.temperature)")
     add_config_args(ev)
     ev.set_defaults(func=cmd_eval)
 
@@ -219,6 +230,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return int(module.run_from_args(args))
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from agent.unit_generator import count_parameters, load_generator_file, save_generator
+
+    loaded = load_generator_file(args.checkpoint)
+    extra = dict(loaded.extra)
+    extra["exported_from"] = str(args.checkpoint)
+    for item in args.note:
+        key, _, value = item.partition("=")
+        extra[key] = value
+    if "silent_units" not in extra:
+        print(f"error: {args.checkpoint} records no silent_units (not a stage export?)", file=sys.stderr)
+        return 2
+    save_generator(loaded.model, args.out, extra=extra, dtype=torch.float16)
+    print(f"wrote {args.out}: {count_parameters(loaded.model) / 1e6:.2f} M parameters (fp16), "
+          f"{Path(args.out).stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from training import units_eval
 
@@ -227,6 +258,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = units_eval.purity_report(cfg, limit=args.limit)
     elif args.what == "replies":
         result = units_eval.replies_report(cfg, args.data, args.split, args.limit)
+    elif args.what == "speech":
+        result = units_eval.speech_report(cfg, args.data, args.split, args.limit, args.decoder,
+                                          args.decoder_codebook, args.temperature)
     else:
         result = units_eval.user_report(cfg, args.data, args.split, args.limit)
     if args.out:
