@@ -64,6 +64,11 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], out: Path) -> None:
+    with np.errstate(all="ignore"):  # density of a histogram with one value: harmless 0/0 warnings
+        _plot(report, out)
+
+
+def _plot(report: dict[str, Any], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,6 +83,7 @@ def plot(report: dict[str, Any], out: Path) -> None:
             ax.plot(xs, [np.nan if y is None else y for y in ys], style, label=f"prediction {name}")
         ax.set_title(dict(METRICS)[key], fontsize=9)
         ax.set_xlabel("one-way delay (ms)")
+        ax.set_xlim(min(xs) - 20, max(xs) + 20)
         if key.endswith("tor"):
             ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
