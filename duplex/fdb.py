@@ -7,7 +7,9 @@ sample holding ``input.wav`` (the user's stream) and the task's annotation:
 - ``turn_taking.json``: ``[{"text": ..., "timestamp": [user_end, ...]}]`` - smooth turn-taking
   (``timestamp[0]`` is where the user's turn ends);
 - ``interrupt.json`` (v1): ``[{"context": ..., "interrupt": ..., "timestamp": [start, end]}]``, or
-  ``metadata.json`` (v1.5) with ``"timestamps": [start, end]`` - user interruption;
+  ``metadata.json`` (v1.5) with ``"timestamps": [start, end]`` under a ``user_interruption`` folder -
+  user interruption; under another v1.5 folder (``background_speech``, ``talking_to_other``,
+  ``user_backchannel``) the task is ``v1.5/<folder>``: did the agent take the turn after the event;
 - only ``transcription.json`` (ICC backchannel) - backchannel.
 
 Each sample is played to a fresh session (virtual clock, zero-delay channel: the same call path
@@ -55,8 +57,10 @@ def find_samples(root: str | Path) -> list[Sample]:
             if not f.exists():
                 continue
             data = json.loads(f.read_text())
-            if isinstance(data, dict) and "timestamps" in data:  # v1.5 metadata
+            if isinstance(data, dict) and "timestamps" in data:  # v1.5 metadata: the task is the folder's
                 ts = data["timestamps"]
+                group = d.parent.name
+                kind = "user_interruption" if "interrupt" in group else f"v1.5/{group}"
             elif isinstance(data, list) and data and "timestamp" in data[0]:
                 ts = data[0]["timestamp"]
             else:
@@ -75,7 +79,9 @@ def score_sample(sample: Sample, words: list[Any], segments: list[tuple[float, f
         assert sample.ref is not None
         took = tm.takes_turn([w for w in words if sample.ref[0] <= w.start < input_s])
         return {"tor": took, "latency": None}
-    if sample.task in ("smooth_turn_taking", "user_interruption"):
+    if sample.task in ("smooth_turn_taking", "user_interruption") or sample.task.startswith("v1.5/"):
+        # v1.5 overlap tasks (background speech, talking to someone else, user backchannel): did the
+        # agent take the turn after the event (for those, lower is better)?
         assert sample.ref is not None
         ref = sample.ref[0] if sample.task == "smooth_turn_taking" else sample.ref[1]
         start = 0.0 if sample.task == "smooth_turn_taking" else ref - 0.5
@@ -89,13 +95,14 @@ def score_sample(sample: Sample, words: list[Any], segments: list[tuple[float, f
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for task in ("pause_handling", "smooth_turn_taking", "user_interruption", "backchannel"):
+    fixed = ["pause_handling", "smooth_turn_taking", "user_interruption", "backchannel"]
+    for task in fixed + sorted({r["task"] for r in results} - set(fixed)):
         rows = [r for r in results if r["task"] == task]
         if not rows:
             continue
         lat = [r["latency"] for r in rows if r["latency"] is not None]
         fig = {"samples": len(rows), "tor": round(tm.rate([r["tor"] for r in rows]), 4)}
-        if task in ("smooth_turn_taking", "user_interruption"):
+        if task in ("smooth_turn_taking", "user_interruption") or task.startswith("v1.5/"):
             fig["latency_s"] = round(tm.mean(lat), 4) if lat else None
         if task == "backchannel":
             fig["frequency"] = round(tm.mean([r["frequency"] for r in rows]), 4)

@@ -135,6 +135,7 @@ def _fdb_tree(root, audio):
         "v1_5/user_interruption/user_interrupt_001": ("metadata.json", {"context_text": "c", "current_turn_text": "i",
                                                                         "timestamps": [2.0, 3.0]}),
         "icc_backchannel/0001": ("transcription.json", {"text": "", "chunks": []}),
+        "v1_5/background_speech/bg_speech_001": ("metadata.json", {"timestamps": [1.5, 2.5]}),
     }
     for rel, (name, content) in specs.items():
         d = root / rel
@@ -155,6 +156,7 @@ def test_fdb_layout_and_scoring(tmp_path):
         "synthetic_user_interruption/0001": ("user_interruption", (2.0, 3.0)),
         "v1_5/user_interruption/user_interrupt_001": ("user_interruption", (2.0, 3.0)),
         "icc_backchannel/0001": ("backchannel", None),
+        "v1_5/background_speech/bg_speech_001": ("v1.5/background_speech", (1.5, 2.5)),
     }
     answer = _words(3.5, 5)
     rows = [
@@ -164,13 +166,17 @@ def test_fdb_layout_and_scoring(tmp_path):
         {"task": "user_interruption", **score_sample(samples["synthetic_user_interruption/0001"], [], [], 6.0)},
         {"task": "backchannel", **score_sample(samples["icc_backchannel/0001"], [W("mm", 1.0, 1.3)],
                                                [(1.0, 1.3)], 4.0)},
+        {"task": "v1.5/background_speech", **score_sample(samples["v1_5/background_speech/bg_speech_001"],
+                                                          _words(2.2, 5), [], 4.0)},
     ]
-    assert [r["tor"] for r in rows] == [True, True, True, False, False]
+    assert [r["tor"] for r in rows] == [True, True, True, False, False, True]
     fig = summarize(rows)
     assert fig["pause_handling"] == {"samples": 1, "tor": 1.0}
     assert fig["smooth_turn_taking"] == {"samples": 1, "tor": 1.0, "latency_s": 0.5}
     assert fig["user_interruption"] == {"samples": 2, "tor": 0.5, "latency_s": 0.5}
     assert fig["backchannel"] == {"samples": 1, "tor": 0.0, "frequency": 0.25}
+    # the agent started 0.3 s before the background talker stopped: a take-over, latency clipped to 0
+    assert fig["v1.5/background_speech"] == {"samples": 1, "tor": 1.0, "latency_s": 0.0}
 
 
 def test_eval_fdb_runs_the_agent_and_writes_outputs(tmp_path, tiny_cfg):
@@ -181,7 +187,8 @@ def test_eval_fdb_runs_the_agent_and_writes_outputs(tmp_path, tiny_cfg):
     assert main(["eval", "fdb", "--data", str(root), "--preset", "tiny", "--json", "--out", str(out),
                  "--set", "sim.words=vad", "--set", "sim.tail_s=0.5"]) == 0
     result = json.loads(out.read_text())
-    assert set(result["tasks"]) == {"pause_handling", "smooth_turn_taking", "user_interruption", "backchannel"}
+    assert set(result["tasks"]) == {"pause_handling", "smooth_turn_taking", "user_interruption", "backchannel",
+                                    "v1.5/background_speech"}
     assert result["tasks"]["user_interruption"]["samples"] == 2
     from speech_io.wav import read_wav
 
