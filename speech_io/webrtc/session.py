@@ -231,6 +231,10 @@ class WebRtcSession:
     async def close(self, reason: str = "closed") -> None:
         """Release everything: tasks, the peer connection (ICE, DTLS, decoder threads), the agent."""
         if self._closing:
+            if asyncio.current_task() in self._tasks:
+                # One of this session's own tasks (e.g. the watchdog whose cancellation was lost in
+                # a wait_for race): the closer is gathering it, so waiting here would deadlock.
+                return
             await self.closed.wait()
             return
         self._closing = True
