@@ -18,7 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from agent.streaming import StreamingModule, StreamingState
-from agent.streaming_conv import NO_END, Conv1d, DelayLine, PadConv1d, PolyphaseUpsample, length_mask, valid_mask
+from agent.streaming_conv import (
+    NO_END,
+    Conv1d,
+    DelayLine,
+    PadConv1d,
+    PolyphaseUpsample,
+    length_mask,
+    valid_mask,
+)
 from agent.vits import HiFiGANGenerator, VITSConfig
 
 LRELU_SLOPE = 0.1

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from agent.llm import FrozenLLM
 from agent.adapter import token_ctc_logits
+from agent.llm import FrozenLLM
 from agent.speech_input import ChatLayout, PrefixCache, SpeechInput, pack_sequences, text_to_ctc
 from agent.speech_weights import save_weights
 from configs import AgentConfig
