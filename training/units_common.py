@@ -513,3 +513,28 @@ def setup_run(stage: int, args: argparse.Namespace, kinds: Sequence[str], mix_ki
         start_step=start, dist=dist, progress=not args.no_progress, curve=curve,
         extra={"silent_units": corpus.silent_units, "init": init}, stop_at=args.stop_at,
     )
+
+
+def save_stage_checkpoint(run: StageRun, metrics: dict[str, float]) -> Path | None:
+    """Export a stage's final weights and figures (main process, only once all steps are done)."""
+    if not run.dist.is_main or not run.finished:
+        return None
+    path = export_final(run.run_dir, run.model, run.extra)
+    write_json(run.run_dir / "metrics.json", {"stage": run.stage, **metrics})
+    return path
+
+
+def run_stage(run: StageRun, train: Any, save_checkpoint: Any) -> int:
+    """Train (resuming), save, and say how it ended; the process group is always shut down."""
+    from training.distributed import shutdown
+
+    try:
+        metrics = train(run)
+        path = save_checkpoint(run, metrics)
+        if path:
+            print(f"stage {run.stage} done: {path} {metrics}")
+        elif run.dist.is_main:
+            print(f"stage {run.stage} stopped at step {run.start_step} of {run.steps}; rerun the same command to resume")
+    finally:
+        shutdown(run.dist)
+    return 0

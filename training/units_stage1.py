@@ -16,7 +16,14 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.units_common import StageRun, add_recipe_args, export_final, setup_run, train_loop, write_json
+from training.units_common import (
+    StageRun,
+    add_recipe_args,
+    run_stage,
+    save_stage_checkpoint,
+    setup_run,
+    train_loop,
+)
 
 STAGE = 1
 KINDS = ("turn", "duplex", "overlap", "qa", "utterance")
@@ -32,27 +39,11 @@ def train(run: StageRun) -> dict[str, float]:
 
 def save_checkpoint(run: StageRun, metrics: dict[str, float]) -> Path | None:
     """Export the stage's final weights and figures (only once all steps are done)."""
-    if not run.dist.is_main or not run.finished:
-        return None
-    path = export_final(run.run_dir, run.model, run.extra)
-    write_json(run.run_dir / "metrics.json", {"stage": STAGE, **metrics})
-    return path
+    return save_stage_checkpoint(run, metrics)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from training.distributed import shutdown
-
-    run = setup(args)
-    try:
-        metrics = train(run)
-        path = save_checkpoint(run, metrics)
-        if path:
-            print(f"stage {STAGE} done: {path} {metrics}")
-        elif run.dist.is_main:
-            print(f"stage {STAGE} stopped at step {run.start_step} of {run.steps}; rerun the same command to resume")
-    finally:
-        shutdown(run.dist)
-    return 0
+    return run_stage(setup(args), train, save_checkpoint)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

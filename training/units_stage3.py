@@ -17,7 +17,14 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.units_common import StageRun, add_recipe_args, export_final, setup_run, train_loop, write_json
+from training.units_common import (
+    StageRun,
+    add_recipe_args,
+    run_stage,
+    save_stage_checkpoint,
+    setup_run,
+    train_loop,
+)
 
 STAGE = 3
 KINDS = ("overlap",)
@@ -42,27 +49,11 @@ def train(run: StageRun, eval_dialogues: int = 40) -> dict[str, float]:
 
 def save_checkpoint(run: StageRun, metrics: dict[str, float]) -> Path | None:
     """Export the stage's final weights and figures (only once all steps are done)."""
-    if not run.dist.is_main or not run.finished:
-        return None
-    path = export_final(run.run_dir, run.model, run.extra)
-    write_json(run.run_dir / "metrics.json", {"stage": STAGE, **metrics})
-    return path
+    return save_stage_checkpoint(run, metrics)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from training.distributed import shutdown
-
-    run = setup(args)
-    try:
-        metrics = train(run, args.eval_dialogues)
-        path = save_checkpoint(run, metrics)
-        if path:
-            print(f"stage {STAGE} done: {path} {metrics}")
-        elif run.dist.is_main:
-            print(f"stage {STAGE} stopped at step {run.start_step} of {run.steps}; rerun the same command to resume")
-    finally:
-        shutdown(run.dist)
-    return 0
+    return run_stage(setup(args), lambda r: train(r, args.eval_dialogues), save_checkpoint)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
