@@ -18,11 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import random
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +31,7 @@ from agent.sync_format import UnitVocab
 from agent.unit_generator import GeneratorArch, UnitGenerator, load_generator_file, save_generator
 from configs import AgentConfig, load_config
 from configs.schema import UnitTrainConfig
+from training import checkpoint as ckpt
 from training.unit_sequences import (
     TrainSequence,
     UnitDialogue,
@@ -312,61 +308,23 @@ def heldout_loss(model: UnitGenerator, examples: list[Example], corpus: UnitCorp
     return {"val_loss": tot / max(n, 1.0), "val_acc": correct / max(n, 1.0)}
 
 
-def lr_at(step: int, peak: float, warmup: int, total: int) -> float:
-    """Linear warm-up to ``peak``, then cosine decay to 10 % of it at ``total``."""
-    if step < warmup:
-        return peak * (step + 1) / max(1, warmup)
-    frac = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-# -- checkpoints ------------------------------------------------------------------------------------
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
+# -- checkpoints (training/checkpoint.py's atomic step directories) ---------------------------------
 def save_checkpoint_dir(run_dir: Path, step: int, model: UnitGenerator, optimizer: torch.optim.Optimizer,
                         extra: dict[str, Any], keep: int = 2) -> Path:
-    """Write ``checkpoints/step-N`` under a temporary name, rename it, then move ``latest``."""
-    root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    name = f"step-{step:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-    try:
-        save_generator(model, tmp / "generator.safetensors", extra={"step": step}, dtype=torch.float32)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": _rng_state(), "extra": extra},
-                   tmp / "trainer.pt")
-        final = root / name
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    pointer = root / ".latest.tmp"
-    pointer.write_text(name + "\n")
-    os.replace(pointer, root / "latest")
-    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    """``checkpoints/step-N`` with the generator's weights (training.checkpoint's atomic layout)."""
+    return ckpt.save_step_dir(
+        run_dir, step, lambda d: save_generator(model, d / "generator.safetensors", extra={"step": step},
+                                                dtype=torch.float32),
+        optimizer, extra, keep)
 
 
 def resume_from(run_dir: Path, model: UnitGenerator, optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, Any]]:
     """Restore the newest checkpoint of ``run_dir``: (step, extra), or (0, {}) when there is none."""
-    pointer = run_dir / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return 0, {}
-    path = pointer.parent / pointer.read_text().strip()
-    if not (path / "trainer.pt").is_file():
+    path = ckpt.latest_checkpoint(run_dir)
+    if path is None:
         return 0, {}
     model.load_state_dict(load_generator_file(path / "generator.safetensors").model.state_dict())
-    state = torch.load(path / "trainer.pt", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    rng = state["rng"]
-    torch.set_rng_state(rng["torch"])
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
-    return int(state["step"]), dict(state.get("extra", {}))
+    return ckpt.load_trainer_state(path, optimizer)
 
 
 def export_final(run_dir: Path, model: UnitGenerator, extra: dict[str, Any]) -> Path:
@@ -419,7 +377,7 @@ def train_loop(run: StageRun) -> dict[str, float]:
     window: list[float] = []
     end = run.steps if run.stop_at is None else min(run.steps, run.stop_at)
     for step in range(run.start_step, end):
-        lr = lr_at(step, cfg.lr, cfg.warmup_steps, run.steps)
+        lr = ckpt.lr_at(step, cfg.lr, cfg.warmup_steps, run.steps)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         batch = collate(run.batcher.next(), run.corpus, run.conds, model.vocab.pad)
