@@ -6,8 +6,9 @@ import argparse
 import dataclasses
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -137,3 +138,25 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def autocast(stage: StageConfig) -> torch.autocast:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=stage.autocast_bf16)
+
+
+def finish_stage(run: Any, stage: int, evaluate: Callable[[Any], dict], curve_key: str = "loss") -> dict:
+    """End of a speech-input stage (every rank): ranks in sync; on rank 0 the held-out figures,
+    final weights, the frozen-LLM check and the first/last ``curve_key`` of the loss curve go to
+    ``result.json``."""
+    from agent.speech_weights import save_weights
+    from training.distributed import barrier, params_in_sync
+
+    result: dict = {"stage": stage, "steps": run.step,
+                    "ranks_in_sync": params_in_sync([p for p in run.speech.parameters() if p.requires_grad], run.info)}
+    if run.info.is_main:
+        result.update(evaluate(run))
+        save_weights(run.speech, run.run_dir / "final.safetensors", meta={"stage": stage, "preset": run.cfg.preset})
+        result["llm_unchanged"] = llm_fingerprint(run.llm) == run.llm_sum
+        run.llm.assert_frozen()
+        values = [r[curve_key] for r in run.curve.rows if curve_key in r]
+        result[f"{curve_key}_first"] = values[0] if values else None
+        result[f"{curve_key}_last"] = values[-1] if values else None
+        write_json(run.run_dir / "result.json", result)
+    barrier(run.info)
+    return result

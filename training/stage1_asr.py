@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from agent.llm import FrozenLLM
 from agent.speech_input import SpeechInput, ctc_greedy, text_to_ctc
-from agent.speech_weights import save_weights
 from agent.text_metrics import cer
 from configs import AgentConfig
 from training import checkpoint as ckpt
@@ -32,13 +31,13 @@ from training.common import (
     augment_audio,
     autocast,
     config_from,
+    finish_stage,
     llm_fingerprint,
     load_models,
     param_groups,
     set_lr,
     set_threads,
     spec_augment,
-    write_json,
     write_run_config,
 )
 from training.curves import LossCurve
@@ -47,7 +46,6 @@ from training.distributed import (
     barrier,
     init_distributed,
     mean_across,
-    params_in_sync,
     shutdown,
     wrap_ddp,
 )
@@ -197,18 +195,7 @@ def train(run: Stage1Run, stop_after: int | None = None) -> dict:
             bar.close()
             return {"stage": STAGE, "steps": run.step, "stopped": True}
     bar.close()
-    result: dict = {"stage": STAGE, "steps": run.step,
-                    "ranks_in_sync": params_in_sync([p for p in run.speech.parameters() if p.requires_grad], run.info)}
-    if run.info.is_main:
-        result.update(evaluate(run))
-        save_weights(run.speech, run.run_dir / "final.safetensors", meta={"stage": STAGE, "preset": run.cfg.preset})
-        result["llm_unchanged"] = llm_fingerprint(run.llm) == run.llm_sum
-        run.llm.assert_frozen()
-        result["loss_first"] = run.curve.rows[0]["loss"] if run.curve.rows else None
-        result["loss_last"] = next((r["loss"] for r in reversed(run.curve.rows) if "loss" in r), None)
-        write_json(run.run_dir / "result.json", result)
-    barrier(run.info)
-    return result
+    return finish_stage(run, STAGE, evaluate)
 
 
 def main(argv: list[str] | None = None) -> int:

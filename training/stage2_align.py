@@ -24,7 +24,6 @@ from tqdm import tqdm
 from agent.adapter import token_ctc_logits
 from agent.llm import FrozenLLM
 from agent.speech_input import ChatLayout, PrefixCache, SpeechInput, pack_sequences, text_to_ctc
-from agent.speech_weights import save_weights
 from configs import AgentConfig
 from training import checkpoint as ckpt
 from training.common import (
@@ -32,12 +31,12 @@ from training.common import (
     augment_audio,
     autocast,
     config_from,
+    finish_stage,
     llm_fingerprint,
     load_models,
     param_groups,
     set_lr,
     set_threads,
-    write_json,
     write_run_config,
 )
 from training.curves import LossCurve
@@ -46,7 +45,6 @@ from training.distributed import (
     barrier,
     init_distributed,
     mean_across,
-    params_in_sync,
     shutdown,
     wrap_ddp,
 )
@@ -231,19 +229,7 @@ def train(run: Stage2Run, stop_after: int | None = None) -> dict:
             bar.close()
             return {"stage": STAGE, "steps": run.step, "stopped": True}
     bar.close()
-    result: dict = {"stage": STAGE, "steps": run.step,
-                    "ranks_in_sync": params_in_sync([p for p in run.speech.parameters() if p.requires_grad], run.info)}
-    if run.info.is_main:
-        result.update(evaluate(run))
-        save_weights(run.speech, run.run_dir / "final.safetensors", meta={"stage": STAGE, "preset": run.cfg.preset})
-        result["llm_unchanged"] = llm_fingerprint(run.llm) == run.llm_sum
-        run.llm.assert_frozen()
-        ce_rows = [r["transcript_ce"] for r in run.curve.rows if "transcript_ce" in r]
-        result["transcript_ce_first"] = ce_rows[0] if ce_rows else None
-        result["transcript_ce_last"] = ce_rows[-1] if ce_rows else None
-        write_json(run.run_dir / "result.json", result)
-    barrier(run.info)
-    return result
+    return finish_stage(run, STAGE, evaluate, curve_key="transcript_ce")
 
 
 def main(argv: list[str] | None = None) -> int:
