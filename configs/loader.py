@@ -122,7 +122,12 @@ def apply_overrides(cfg: T, overrides: Mapping[str, Any], prefix: str = "") -> T
             changes[key] = apply_overrides(current, value, prefix=f"{prefix}{key}.")
         else:
             changes[key] = _coerce(value, tp, f"{prefix}{key}")
-    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+    try:
+        return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a config's own __post_init__ check: one line naming where
+        raise ConfigError(f"{prefix.rstrip('.') or type(cfg).__name__}: {exc}") from None
 
 
 def parse_set_args(items: Iterable[str]) -> dict[str, Any]:

@@ -128,8 +128,9 @@ class TTSTrainConfig:
     """Piper renderings, latents and units (reused across runs)."""
     out_dir: str = "runs/tts"
     """Checkpoints, loss curves and reports."""
-    units: str = "auto"
-    """Unit tokenizer: 'auto' (the project's units.card if it loads, else a TEMPORARY codebook), 'tmp', or a codebook path."""
+    units: str = "project"
+    """Unit tokenizer the decoder learns from: 'project' = the `units.card` codebook (the one the
+    generator speaks); pick another codebook through ``units.card``."""
     render_seeds: int = 1
     """Piper renderings (seeds) per text in the corpus."""
     render_noise_scale: float = 0.0
@@ -558,6 +559,39 @@ class RuntimeConfig:
     """Turn-taking policy (VAD + state head)."""
 
 
+JITTER_DISTS = ("none", "normal", "uniform", "exponential", "pareto")
+
+
+@dataclass(kw_only=True)
+class ChannelConfig:
+    """One direction of a simulated network path (duplex/netsim.py)."""
+
+    delay_ms: float = 0.0
+    """Fixed one-way delay."""
+    jitter_ms: float = 0.0
+    """Scale of the extra random delay: std for normal (half-normal), max for uniform, mean for exponential/pareto."""
+    jitter_dist: str = "normal"
+    """Distribution of the extra delay: none, normal, uniform, exponential, pareto."""
+    loss: float = 0.0
+    """Long-run packet loss probability."""
+    loss_burst: float = 1.0
+    """Mean length of a loss burst in packets (1 = independent losses; >1 uses a Gilbert-Elliott chain)."""
+    reorder: float = 0.0
+    """Probability that a packet is held back an extra ``reorder_ms`` (forces reordering)."""
+    reorder_ms: float = 40.0
+    """Extra hold-back of a reordered packet."""
+    seed: int = 0
+    """Seed of the channel's random generator."""
+
+    def __post_init__(self) -> None:
+        if self.jitter_dist not in JITTER_DISTS:
+            raise ValueError(f"jitter_dist must be one of {', '.join(JITTER_DISTS)}, got {self.jitter_dist!r}")
+        if not 0.0 <= self.loss < 1.0 or not 0.0 <= self.reorder <= 1.0:
+            raise ValueError("loss must be in [0, 1) and reorder in [0, 1]")
+        if self.delay_ms < 0 or self.jitter_ms < 0 or self.loss_burst < 1.0:
+            raise ValueError("delay_ms and jitter_ms must be >= 0 and loss_burst >= 1")
+
+
 @dataclass(kw_only=True)
 class SimConfig:
     """The latency-tolerance simulation (duplex/simulate.py) and the Full-Duplex-Bench runner."""
@@ -572,16 +606,9 @@ class SimConfig:
     """Mid-turn pause probability of the synthesized scripted users (oversampled so every metric has cases)."""
     bargein_prob: float = 0.4
     """Barge-in probability of the synthesized scripted users (stage-3 dialogues)."""
-    jitter_ms: float = 0.0
-    """Jitter scale on both directions (see duplex/netsim.py)."""
-    jitter_dist: str = "normal"
-    """Jitter distribution: none, normal, uniform, exponential, pareto."""
-    loss: float = 0.0
-    """Packet loss probability on both directions."""
-    loss_burst: float = 1.0
-    """Mean loss burst length in packets (1 = independent losses)."""
-    reorder: float = 0.0
-    """Probability that a packet is held back (forced reordering)."""
+    network: ChannelConfig = field(default_factory=ChannelConfig)
+    """Impairments of both directions (jitter, loss, reordering); its ``delay_ms`` is replaced by each
+    swept delay and its ``seed`` by one derived from ``seed`` per channel."""
     buffer_ms: float = 0.0
     """Playout-buffer slack at each receiver (absorbs jitter; adds as much delay)."""
     seed: int = 0

@@ -20,36 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from configs.schema import JITTER_DISTS, ChannelConfig
+
 PACKET_S = 0.020
-JITTER_DISTS = ("none", "normal", "uniform", "exponential", "pareto")
-
-
-@dataclass(kw_only=True)
-class ChannelConfig:
-    delay_ms: float = 0.0
-    """Fixed one-way delay."""
-    jitter_ms: float = 0.0
-    """Scale of the extra random delay: std for normal (half-normal), max for uniform, mean for exponential/pareto."""
-    jitter_dist: str = "normal"
-    """Distribution of the extra delay: none, normal, uniform, exponential, pareto."""
-    loss: float = 0.0
-    """Long-run packet loss probability."""
-    loss_burst: float = 1.0
-    """Mean length of a loss burst in packets (1 = independent losses; >1 uses a Gilbert-Elliott chain)."""
-    reorder: float = 0.0
-    """Probability that a packet is held back an extra ``reorder_ms`` (forces reordering)."""
-    reorder_ms: float = 40.0
-    """Extra hold-back of a reordered packet."""
-    seed: int = 0
-    """Seed of the channel's random generator."""
-
-    def __post_init__(self) -> None:
-        if self.jitter_dist not in JITTER_DISTS:
-            raise ValueError(f"jitter_dist must be one of {', '.join(JITTER_DISTS)}, got {self.jitter_dist!r}")
-        if not 0.0 <= self.loss < 1.0 or not 0.0 <= self.reorder <= 1.0:
-            raise ValueError("loss must be in [0, 1) and reorder in [0, 1]")
-        if self.delay_ms < 0 or self.jitter_ms < 0 or self.loss_burst < 1.0:
-            raise ValueError("delay_ms and jitter_ms must be >= 0 and loss_burst >= 1")
+__all__ = ["JITTER_DISTS", "PACKET_S", "ChannelConfig", "NetworkChannel", "Packet", "PlayoutBuffer"]
 
 
 @dataclass(order=True)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from configs import AgentConfig, ConfigError
+from configs.schema import ChannelConfig
 
 SETTINGS = (("on", True), ("off", False))
 
@@ -43,12 +44,13 @@ def _validate(cfg: AgentConfig, delays: list[float]) -> None:
         raise ConfigError("delays must be a non-empty list of one-way delays >= 0 ms")
 
 
-def _channel(cfg: AgentConfig, delay_ms: float, salt: int):
-    from duplex.netsim import ChannelConfig
+def _channel(cfg: AgentConfig, delay_ms: float, salt: int) -> ChannelConfig:
+    return dataclasses.replace(cfg.sim.network, delay_ms=delay_ms, seed=cfg.sim.seed * 100003 + salt)
 
-    s = cfg.sim
-    return ChannelConfig(delay_ms=delay_ms, jitter_ms=s.jitter_ms, jitter_dist=s.jitter_dist, loss=s.loss,
-                         loss_burst=s.loss_burst, reorder=s.reorder, seed=s.seed * 100003 + salt)
+
+def _channel_setup(cfg: AgentConfig) -> dict[str, Any]:
+    net = {k: v for k, v in dataclasses.asdict(cfg.sim.network).items() if k not in ("delay_ms", "seed")}
+    return {**net, "buffer_ms": cfg.sim.buffer_ms, "seed": cfg.sim.seed}
 
 
 def _factory(cfg: AgentConfig):
@@ -207,8 +209,7 @@ def run_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None, del
     report["reference"] = {"fto": reference_fto(dialogues)}
     report["setup"] = {
         "preset": cfg.preset, "dialogues": [d.id for d in dialogues], "data": data or str(out / "dialogues"),
-        "channel": {k: getattr(cfg.sim, k) for k in ("jitter_ms", "jitter_dist", "loss", "loss_burst", "reorder",
-                                                      "buffer_ms", "seed")},
+        "channel": _channel_setup(cfg),
         "words": cfg.sim.words, "compute": cfg.sim.compute, "head": cfg.sim.head,
         "fixed_costs": dict(cfg.sim.fixed_costs) if cfg.sim.compute == "fixed" else None,
         "generator": cfg.generator.card, "speech_weights": cfg.speech.weights_card, "tts": cfg.tts.card,
@@ -295,8 +296,7 @@ def run_pair_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None
     report["setup"] = {
         "preset": cfg.preset, "mode": "two agents", "dialogues": [d.id for d in dialogues],
         "data": data or str(out / "dialogues"),
-        "channel": {k: getattr(cfg.sim, k) for k in ("jitter_ms", "jitter_dist", "loss", "loss_burst", "reorder",
-                                                      "buffer_ms", "seed")},
+        "channel": _channel_setup(cfg),
         "words": "vad", "compute": cfg.sim.compute,
         "fixed_costs": dict(cfg.sim.fixed_costs) if cfg.sim.compute == "fixed" else None,
         "generator": cfg.generator.card, "speech_weights": cfg.speech.weights_card, "tts": cfg.tts.card,

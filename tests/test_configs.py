@@ -27,6 +27,8 @@ def test_cli_overrides_are_typed():
         (["llm.max_new_tokens=many"], "llm.max_new_tokens: expected an integer"),
         (["voice=3"], "voice: expected a mapping"),
         (["novalue"], "must look like key.sub=value"),
+        (["sim.network.loss=1.5"], "sim.network: loss must be in"),
+        (["sim.network.jitter_dist=gauss"], "sim.network: jitter_dist must be one of"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):

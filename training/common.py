@@ -160,3 +160,21 @@ def finish_stage(run: Any, stage: int, evaluate: Callable[[Any], dict], curve_ke
         write_json(run.run_dir / "result.json", result)
     barrier(run.info)
     return result
+
+
+def run_recipe(args: argparse.Namespace, setup: Callable[..., Any], train: Callable[[Any], dict],
+               summary: Callable[[dict], str]) -> int:
+    """The thin entry point of each speech stage (``python -m``, torchrun, ``duplex-agent train``):
+    config -> setup -> run config saved -> train -> one summary line (rank 0) -> shutdown."""
+    from training.distributed import shutdown
+
+    cfg = config_from(args)
+    random.seed(cfg.seed)
+    run = setup(cfg, args.data, args.out, args.init, args.steps, args.eval_limit, not args.no_progress)
+    if run.info.is_main:
+        write_run_config(run.run_dir, cfg, args)
+    result = train(run)
+    if run.info.is_main:
+        print(f"{summary(result)}, weights {run.run_dir / 'final.safetensors'}")
+    shutdown(run.info)
+    return 0

@@ -139,6 +139,7 @@ def state_metrics(speech: SpeechInput, llm: FrozenLLM, layout: ChatLayout, episo
     speech.eval()
     ys, ps, tags = [], [], []
     delays = []
+    segments: list[tuple[np.ndarray, np.ndarray, list[str]]] = []  # (labels, p(interrupt), tags) per segment
     embs = speech_embeddings(speech, [e.audio for e in episodes])
     work = [(ep, emb, s, e) for ep, emb in zip(episodes, embs, strict=True) for s, e in episode_segments(ep.labels)]
     for i in tqdm(range(0, len(work), batch), desc="state head", disable=not progress):
@@ -149,7 +150,9 @@ def state_metrics(speech: SpeechInput, llm: FrozenLLM, layout: ChatLayout, episo
             y = ep.labels[s:e]
             ys.append(y)
             ps.append(pred)
-            tags += list(ep.tags[s:e]) if ep.tags else ["?"] * (e - s)
+            seg_tags = list(ep.tags[s:e]) if ep.tags else ["?"] * (e - s)
+            tags += seg_tags
+            segments.append((y, logits.softmax(-1)[:, 1].numpy(), seg_tags))
             # Turn-taking delay: chunks from the first INTERRUPT label to the first INTERRUPT prediction.
             first = np.flatnonzero(y == 1)
             if len(first):
@@ -177,12 +180,53 @@ def state_metrics(speech: SpeechInput, llm: FrozenLLM, layout: ChatLayout, episo
         "interrupt_recall": recall(y == 1, 1),
         "turns_taken": f"{len(took)}/{len(delays)}",
         "take_turn_delay_chunks_p50": float(np.median(took)) if took else float("nan"),
+        "interrupt_threshold_sweep": interrupt_threshold_sweep(segments),
     }
 
 
+SWEEP_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+
+
+def interrupt_threshold_sweep(segments: Sequence[tuple[np.ndarray, np.ndarray, Sequence[str]]],
+                              thresholds: Sequence[float] = SWEEP_THRESHOLDS) -> list[dict]:
+    """What the runtime's take-turn rule (p(interrupt) >= threshold) does at each threshold.
+
+    The argmax figures above score the head as a classifier; the runtime takes the turn on
+    ``turn_policy.interrupt_threshold`` instead, so this is what to calibrate that threshold on
+    (on the validation split): per threshold, the share of mid-turn-pause chunks on which the
+    agent keeps listening, the share of user turns it would cut off before their end (a chunk
+    labelled continue before the first interrupt label crosses the threshold), and how many
+    chunks after the turn's end it takes the turn.
+    """
+    rows = []
+    for tau in thresholds:
+        kept, pause_chunks, cut, turns, delays = 0, 0, 0, 0, []
+        for y, p_int, tags in segments:
+            fire = p_int >= tau
+            pause = (np.asarray(tags) == "pause") & (y == 0)
+            pause_chunks += int(pause.sum())
+            kept += int((pause & ~fire).sum())
+            first = np.flatnonzero(y == 1)
+            if not len(first):
+                continue
+            turns += 1
+            before = (y[: first[0]] == 0) & fire[: first[0]]
+            if before.any():
+                cut += 1
+                continue
+            hit = np.flatnonzero(fire[first[0]:])
+            if len(hit):
+                delays.append(int(hit[0]))
+        rows.append({"threshold": tau, "pause_kept": kept / pause_chunks if pause_chunks else float("nan"),
+                     "turns_cut_early": cut / turns if turns else float("nan"),
+                     "turns_taken": len(delays) / turns if turns else float("nan"),
+                     "take_turn_delay_chunks_p50": float(np.median(delays)) if delays else float("nan")})
+    return rows
+
+
 def run_eval(cfg, data_dir: str, weights: str | None = None, limit: int | None = None,
-             parts: Sequence[str] = ("cer", "state", "qa"), progress: bool = False) -> dict:
-    """Everything ``duplex-agent eval encoder`` reports, on the corpus's test split."""
+             parts: Sequence[str] = ("cer", "state", "qa"), progress: bool = False, split: str = "test") -> dict:
+    """Everything ``duplex-agent eval encoder`` reports, on the corpus's ``split`` (held-out: test)."""
     import time
 
     from agent.llm import load_llm
@@ -199,12 +243,12 @@ def run_eval(cfg, data_dir: str, weights: str | None = None, limit: int | None =
     layout = ChatLayout.for_llm(llm, cfg.speech.transcribe_instruction)
     corpus = SpeechCorpus(data_dir)
     out: dict = {"preset": cfg.preset, "weights": weights or cfg.speech.weights_card or "untrained", "data": str(data_dir),
-                 "split": "test"}
+                 "split": split}
     if "cer" in parts:
-        out.update(transcribe_cer(speech, llm, layout, corpus.utterances("test", limit=limit), progress))
+        out.update(transcribe_cer(speech, llm, layout, corpus.utterances(split, limit=limit), progress))
     if "state" in parts:
-        out.update(state_metrics(speech, llm, layout, corpus.episodes("test", limit=limit), progress))
+        out.update(state_metrics(speech, llm, layout, corpus.episodes(split, limit=limit), progress))
     if "qa" in parts:
-        out.update(qa_agreement(speech, llm, layout, corpus.answered_questions("test", llm, limit, progress), progress))
+        out.update(qa_agreement(speech, llm, layout, corpus.answered_questions(split, llm, limit, progress), progress))
     out["seconds"] = time.perf_counter() - t0
     return out

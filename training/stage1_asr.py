@@ -30,15 +30,14 @@ from training.common import (
     LengthBatcher,
     augment_audio,
     autocast,
-    config_from,
     finish_stage,
     llm_fingerprint,
     load_models,
     param_groups,
+    run_recipe,
     set_lr,
     set_threads,
     spec_augment,
-    write_run_config,
 )
 from training.curves import LossCurve
 from training.distributed import (
@@ -46,7 +45,6 @@ from training.distributed import (
     barrier,
     init_distributed,
     mean_across,
-    shutdown,
     wrap_ddp,
 )
 from training.recipe_args import add_recipe_args
@@ -206,16 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Thin entry point shared by ``python -m`` / torchrun and ``duplex-agent train``."""
-    cfg = config_from(args)
-    run = setup(cfg, args.data, args.out, args.init, args.steps, args.eval_limit, not args.no_progress)
-    if run.info.is_main:
-        write_run_config(run.run_dir, cfg, args)
-    result = train(run)
-    if run.info.is_main:
-        print(f"stage 1 done: step {result['steps']}, held-out CTC CER {result.get('ctc_cer', float('nan')):.3f}, "
-              f"weights {run.run_dir / 'final.safetensors'}")
-    shutdown(run.info)
-    return 0
+    return run_recipe(args, setup, train, lambda r: f"stage 1 done: step {r['steps']}, held-out CTC CER {r.get('ctc_cer', float('nan')):.3f}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ the "agent speaking" vector and the state head.
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,14 +33,13 @@ from configs import AgentConfig
 from training import checkpoint as ckpt
 from training.common import (
     autocast,
-    config_from,
     finish_stage,
     llm_fingerprint,
     load_models,
     param_groups,
+    run_recipe,
     set_lr,
     set_threads,
-    write_run_config,
 )
 from training.curves import LossCurve
 from training.distributed import (
@@ -49,7 +47,6 @@ from training.distributed import (
     barrier,
     init_distributed,
     mean_across,
-    shutdown,
     wrap_ddp,
 )
 from training.recipe_args import add_recipe_args
@@ -290,17 +287,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Thin entry point shared by ``python -m`` / torchrun and ``duplex-agent train``."""
-    cfg = config_from(args)
-    random.seed(cfg.seed)
-    run = setup(cfg, args.data, args.out, args.init, args.steps, args.eval_limit, not args.no_progress)
-    if run.info.is_main:
-        write_run_config(run.run_dir, cfg, args)
-    result = train(run)
-    if run.info.is_main:
-        print(f"stage 3 done: step {result['steps']}, state macro-F1 {result.get('state_macro_f1', float('nan')):.3f}, "
-              f"QA agreement {result.get('qa_agreement', float('nan')):.3f}, weights {run.run_dir / 'final.safetensors'}")
-    shutdown(run.info)
-    return 0
+    return run_recipe(args, setup, train, lambda r: (
+        f"stage 3 done: step {r['steps']}, state macro-F1 {r.get('state_macro_f1', float('nan')):.3f}, "
+        f"QA agreement {r.get('qa_agreement', float('nan')):.3f}"))
 
 
 if __name__ == "__main__":

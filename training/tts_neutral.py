@@ -29,7 +29,6 @@ from training.tts_data import (
     corpus_texts,
     extract_units,
     load_items,
-    read_index,
     render_corpus,
     sample_windows,
 )
@@ -52,39 +51,19 @@ def prepare_data(cfg: AgentConfig, progress: bool = True) -> str:
     voice = PiperVoice.load(cfg.voice, num_threads=1)
     render_corpus(voice, corpus_texts(), cache, seeds=cfg.tts_train.render_seeds, progress=progress,
                   noise_scale=cfg.tts_train.render_noise_scale)
-    tokenizer, identity = training_units(cfg, progress=progress)
+    tokenizer, identity = training_units(cfg)
     extract_units(tokenizer, identity, cache, progress=progress)
     return identity
 
 
-def training_units(cfg: AgentConfig, progress: bool = True):
-    """The tokenizer to train on: the project's if it loads (``units=auto``), else TEMPORARY units."""
+def training_units(cfg: AgentConfig):
+    """The tokenizer to train on, and its identity: the project's units (``units.card``)."""
     from agent.tts_units import project_tokenizer
-    from agent.tts_units_tmp import TemporaryWhisperUnits
 
-    choice = cfg.tts_train.units
-    if choice in ("auto", "project"):
-        try:
-            return project_tokenizer(cfg)
-        except Exception as exc:  # noqa: BLE001 - any failure means: no usable project codebook yet
-            if choice == "project":
-                raise
-            print(f"note: project unit tokenizer unavailable ({type(exc).__name__}: {str(exc)[:120]}); "
-                  "using the TEMPORARY whisper k-means units of agent/tts_units_tmp.py")
-    path = cache_dir(cfg) / "tmp_units.safetensors" if choice in ("auto", "tmp") else Path(choice)
-    if path.is_file():
-        tok = TemporaryWhisperUnits.load(path)
-    else:
-        from speech_io.wav import resample
-
-        tok = TemporaryWhisperUnits()
-        rng = np.random.default_rng(cfg.tts_train.seed)
-        rows = [r for r in read_index(cache_dir(cfg)) if r["id"] and r["split"] == "train"]
-        rows = [rows[i] for i in sorted(rng.choice(len(rows), size=min(400, len(rows)), replace=False))]
-        signals = [np.load(cache_dir(cfg) / "renders" / f"{r['id']}.npz")["audio"].astype(np.float32) for r in rows]
-        tok.fit([resample(s, 22050, 16000) for s in signals], 16000)
-        tok.save(path)
-    return tok, tok.identity
+    if cfg.tts_train.units != "project":
+        raise ValueError(f"tts_train.units={cfg.tts_train.units!r}: only 'project' (the units.card codebook) "
+                         "is supported; choose another codebook with --set units.card=NAME")
+    return project_tokenizer(cfg)
 
 
 @dataclass

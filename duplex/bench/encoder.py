@@ -74,15 +74,17 @@ def _measure(cfg: AgentConfig, dtype: str, repeats: int, chunks: int, audio: np.
 
 
 def run(cfg: AgentConfig, repeats: int = 3, chunks: int = 60, threads: int = 1) -> dict:
-    """Headline figures use the preset's LLM dtype; the other dtype is reported beside it."""
+    """Headline figures use the dtype the runtime loads the LLM in (``runtime.llm_dtype``, else
+    ``llm.dtype``): that is the per-chunk cost a session pays. The other dtype is reported beside it."""
     torch.set_num_threads(threads)
     audio = _speech(chunks * 0.16)
-    dtypes = [cfg.llm.dtype] + [d for d in ("float32", "bfloat16") if d != cfg.llm.dtype]
+    runtime_dtype = cfg.runtime.llm_dtype or cfg.llm.dtype
+    dtypes = [runtime_dtype] + [d for d in ("float32", "bfloat16") if d != runtime_dtype]
     by_dtype = {d: _measure(cfg, d, repeats, chunks, audio) for d in dtypes}
-    head = by_dtype[cfg.llm.dtype]
+    head = by_dtype[runtime_dtype]
     return {
         **head,
-        "llm_dtype": cfg.llm.dtype,
+        "llm_dtype": runtime_dtype,
         "by_llm_dtype": by_dtype,
         "weights": cfg.speech.weights_card or "untrained",
         "model": cfg.llm.card,

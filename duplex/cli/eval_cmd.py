@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="held-out evaluations")
     esub = p.add_subparsers(dest="eval_name", required=True, metavar="NAME")
     e = esub.add_parser("encoder", help="speech input: transcript CER, state-head F1, spoken-QA agreement")
-    e.add_argument("--data", required=True, help="speech corpus directory (its test split is evaluated)")
+    e.add_argument("--data", required=True, help="speech corpus directory")
+    e.add_argument("--split", default="test", choices=["test", "val"],
+                   help="test = held-out figures; val = for calibration (e.g. the take-turn threshold)")
     e.add_argument("--weights", default=None, help="speech weights .safetensors (default: the preset's bundled card)")
     e.add_argument("--limit", type=int, default=None, help="at most this many examples per part")
     e.add_argument("--parts", nargs="+", choices=["cer", "state", "qa"], default=["cer", "state", "qa"])
@@ -35,7 +37,7 @@ def cmd_eval_encoder(args: argparse.Namespace) -> int:
     from training.speech_eval import run_eval
 
     result = run_eval(config_from_args(args), args.data, weights=args.weights, limit=args.limit, parts=args.parts,
-                      progress=not args.json)
+                      progress=not args.json, split=args.split)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")

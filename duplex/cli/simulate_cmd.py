@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dialogues", type=int, default=None, help="dialogues per point (default: sim.dialogues)")
     p.add_argument("--delays", type=float, nargs="+", default=None,
                    help="one-way delays in ms (default: sim.delays_ms = 0 80 160 240 400)")
-    p.add_argument("--jitter-ms", type=float, default=None, help="jitter scale on both directions (sim.jitter_ms)")
-    p.add_argument("--loss", type=float, default=None, help="packet loss probability (sim.loss)")
+    p.add_argument("--jitter-ms", type=float, default=None, help="jitter scale on both directions (sim.network.jitter_ms)")
+    p.add_argument("--loss", type=float, default=None, help="packet loss probability (sim.network.loss)")
     p.add_argument("--seed", type=int, default=None, help="seed of channels, dialogues and samplers (sim.seed)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes running calls in parallel (each loads the models; the report does not change)")
@@ -34,10 +34,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from duplex.simulate import run_pair_sweep, run_sweep
 
     cfg = config_from_args(args)
-    sim = cfg.sim
-    for field, value in (("jitter_ms", args.jitter_ms), ("loss", args.loss), ("seed", args.seed)):
+    net = cfg.sim.network
+    for field, value in (("jitter_ms", args.jitter_ms), ("loss", args.loss)):
         if value is not None:
-            sim = dataclasses.replace(sim, **{field: value})
+            net = dataclasses.replace(net, **{field: value})
+    sim = dataclasses.replace(cfg.sim, network=net)
+    if args.seed is not None:
+        sim = dataclasses.replace(sim, seed=args.seed)
     cfg = dataclasses.replace(cfg, sim=sim)
     progress = not (args.no_progress or args.json)
     if args.pair:
