@@ -627,5 +627,8 @@ class SimConfig:
     head: str = "model"
     """model: the state head decides; oracle: its decisions are replaced by the scripted dialogue's per-chunk
     labels (a diagnostic: the runtime and the network with a perfect head; the head's accuracy is still scored)."""
+    workers: int = 2
+    """Processes running calls in parallel (each loads the models, ~1.6 GB RSS; every call is seeded
+    by its own index, so the report does not depend on it): the default sweep uses both cores."""
     judge_threads: int = 1
     """CPU threads of the Whisper judge here (1: on a shared, loaded machine 2 threads ran ~10x slower)."""

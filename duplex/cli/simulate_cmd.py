@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jitter-ms", type=float, default=None, help="jitter scale on both directions (sim.network.jitter_ms)")
     p.add_argument("--loss", type=float, default=None, help="packet loss probability (sim.network.loss)")
     p.add_argument("--seed", type=int, default=None, help="seed of channels, dialogues and samplers (sim.seed)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="processes running calls in parallel (each loads the models; the report does not change)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes running calls in parallel (default: sim.workers = 2; each loads the models; "
+                        "the report does not change)")
     p.add_argument("--pair", action="store_true",
                    help="two agents talking to each other (opened by a held-out user turn) instead of scripted users")
     p.add_argument("--json", action="store_true", help="print one JSON object {delays: {ms: {on: {...}, off: {...}}}}")
@@ -47,7 +48,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         report = run_pair_sweep(cfg, args.out, data=args.data, delays=args.delays, n=args.dialogues, progress=progress)
     else:
         report = run_sweep(cfg, args.out, data=args.data, delays=args.delays, n=args.dialogues, progress=progress,
-                           workers=max(1, args.workers))
+                           workers=max(1, args.workers if args.workers is not None else cfg.sim.workers))
     if args.json:
         slim = {"delays": {d: {k: {m: v for m, v in fig.items() if m != "fto"} for k, fig in point.items()}
                            for d, point in report["delays"].items()}, "timing": report["timing"]}
