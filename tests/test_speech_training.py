@@ -157,4 +157,3 @@ def test_cli_train_eval_bench(corpus, tmp_path, capsys):
     bench = json.loads(capsys.readouterr().out)
     assert bench["chunk_ms_p50"] > 0 and bench["rtf"] == pytest.approx(bench["chunk_ms_p50"] / 160.0)
     assert main(["eval", "encoder", "--preset", "tiny", "--data", str(tmp_path / "nope")]) == 2
-
