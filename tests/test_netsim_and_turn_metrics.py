@@ -1,12 +1,12 @@
 """The network channel simulator and the Full-Duplex-Bench-style metrics on hand-built timelines."""
 
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from duplex import turn_metrics as tm
 from duplex.netsim import PACKET_S, ChannelConfig, NetworkChannel, PlayoutBuffer
+from tests.word_timelines import W, word_run
 
 
 def _send(cfg: ChannelConfig, n: int = 20000) -> tuple[NetworkChannel, list]:
@@ -78,35 +78,24 @@ def test_playout_buffer_absorbs_jitter_within_its_slack():
     assert tight.gaps > 100  # too little slack for 40 ms jitter
 
 
-@dataclass
-class W:
-    text: str
-    start: float
-    end: float
-
-
-def _words(start: float, n: int, step: float = 0.3) -> list[W]:
-    return [W(f"w{i}", start + i * step, start + i * step + 0.25) for i in range(n)]
-
-
 def test_take_over_rule():
     assert not tm.takes_turn([])
-    assert not tm.takes_turn(_words(0, 3, step=0.2))  # 0.65 s, 3 words: a short reply, not a turn
-    assert tm.takes_turn(_words(0, 4, step=0.2))  # 4 words
+    assert not tm.takes_turn(word_run(0, 3, step=0.2))  # 0.65 s, 3 words: a short reply, not a turn
+    assert tm.takes_turn(word_run(0, 4, step=0.2))  # 4 words
     assert tm.takes_turn([W("well", 0.0, 0.5), W("yes", 0.8, 1.1)])  # lasts 1.1 s
 
 
 def test_pause_turn_taking_and_interruption_on_a_timeline():
     # user: speaks 0-2 s, pauses 2-2.8 s, speaks 2.8-4 s, ends at 4 s; agent answers at 4.35 s
-    agent = [W("mm", 2.3, 2.5)] + _words(4.35, 6)
+    agent = [W("mm", 2.3, 2.5)] + word_run(4.35, 6)
     pause = tm.pause_handling(agent, 2.0, 2.8)
     assert not pause.took  # a lone "mm" during the pause is not a take-over
     turn = tm.smooth_turn_taking(agent, user_end=4.0, window_end=10.0)
     assert turn.took and turn.latency == pytest.approx(0.35)
-    eager = tm.pause_handling(_words(2.1, 5), 2.0, 2.8)
+    eager = tm.pause_handling(word_run(2.1, 5), 2.0, 2.8)
     assert eager.took and eager.latency == pytest.approx(0.1)
     # interruption ends at 7.0; agent starts its answer 0.4 s later
-    inter = tm.user_interruption(_words(7.4, 5), interruption_end=7.0, window_end=12.0)
+    inter = tm.user_interruption(word_run(7.4, 5), interruption_end=7.0, window_end=12.0)
     assert inter.took and inter.latency == pytest.approx(0.4)
     assert not tm.user_interruption([], 7.0, 12.0).took
     assert tm.rate([True, False, True, True]) == 0.75
@@ -121,7 +110,7 @@ def test_backchannel_classification_frequency_and_jsd():
     other = tm.timing_histogram([(8.0, 8.3)], 10.0)
     far = tm.backchannel([(1.0, 1.35), (5.0, 5.35)], words, 10.0, reference=other).jsd
     assert 0.5 < far <= np.sqrt(np.log(2)) + 1e-9
-    long = tm.backchannel([(1.0, 4.5)], _words(1.0, 10), duration=10.0)
+    long = tm.backchannel([(1.0, 4.5)], word_run(1.0, 10), duration=10.0)
     assert long.took_turn and long.backchannels == [] and long.jsd == 1.0
 
 

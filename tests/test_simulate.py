@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from duplex.netsim import ChannelConfig
 from duplex.sim_dialogues import Pause, ScriptedDialogue, TurnEnd
+from tests.word_timelines import W, word_run
 
 RATE = 16000
 
@@ -75,17 +75,6 @@ def test_a_lossy_call_conceals_lost_packets_with_silence():
     assert 0.5 < audible(res.heard) / audible(clean.heard) < 0.78
 
 
-@dataclass
-class W:
-    text: str
-    start: float
-    end: float
-
-
-def _words(start: float, n: int, step: float = 0.3) -> list[W]:
-    return [W(f"w{i}", start + i * step, start + i * step + 0.25) for i in range(n)]
-
-
 def _dialogue() -> ScriptedDialogue:
     # user turns 0-3 s (pause 1.0-1.8), 6-8 s, 10-11 s (a barge-in); labels on 160 ms chunks
     labels = np.array([0] * 20 + [1] * 5 + [2] * 5, dtype=np.int64)
@@ -103,7 +92,7 @@ def test_score_and_pool_a_hand_built_call():
     d = _dialogue()
     # agent: a backchannel in the pause (not a take-over), answers 0.4 s after the first turn,
     # nothing after the second, answers 0.6 s after the barge-in ends.
-    words = [W("mm", 1.2, 1.4)] + _words(3.4, 6) + _words(11.6, 5)
+    words = [W("mm", 1.2, 1.4)] + word_run(3.4, 6) + word_run(11.6, 5)
     segments = [(1.2, 1.4), (3.4, 5.15), (11.6, 13.05)]
     head = [(k, [0.8, 0.1, 0.1]) for k in range(25)] + [(k, [0.1, 0.1, 0.8]) for k in range(25, 30)]
     got = score_call(d, words, segments, head)
@@ -115,7 +104,7 @@ def test_score_and_pool_a_hand_built_call():
     assert got["fto"] == pytest.approx([0.4, 0.85, 0.6])
     # head: chunks 0-19 right (continue), 20-24 wrong (said continue, label interrupt), 25-29 right
     assert got["head"]["chunks"] == 30 and got["head"]["correct"] == 25
-    eager = score_call(d, _words(1.1, 5), [(1.1, 2.5)], [])
+    eager = score_call(d, word_run(1.1, 5), [(1.1, 2.5)], [])
     fig = pool([got, eager])
     assert fig["pause_tor"] == 0.5  # one of the two calls took over in the pause
     assert fig["turn_taking_tor"] == 0.25 and fig["turn_taking_latency_s"] == pytest.approx(0.4)
@@ -158,16 +147,16 @@ def test_fdb_layout_and_scoring(tmp_path):
         "icc_backchannel/0001": ("backchannel", None),
         "v1_5/background_speech/bg_speech_001": ("v1.5/background_speech", (1.5, 2.5)),
     }
-    answer = _words(3.5, 5)
+    answer = word_run(3.5, 5)
     rows = [
-        {"task": "pause_handling", **score_sample(samples["synthetic_pause_handling/0001"], _words(1.2, 4), [], 4.0)},
+        {"task": "pause_handling", **score_sample(samples["synthetic_pause_handling/0001"], word_run(1.2, 4), [], 4.0)},
         {"task": "smooth_turn_taking", **score_sample(samples["candor_turn_taking/0001"], answer, [], 6.0)},
         {"task": "user_interruption", **score_sample(samples["synthetic_user_interruption/0001"], answer, [], 6.0)},
         {"task": "user_interruption", **score_sample(samples["synthetic_user_interruption/0001"], [], [], 6.0)},
         {"task": "backchannel", **score_sample(samples["icc_backchannel/0001"], [W("mm", 1.0, 1.3)],
                                                [(1.0, 1.3)], 4.0)},
         {"task": "v1.5/background_speech", **score_sample(samples["v1_5/background_speech/bg_speech_001"],
-                                                          _words(2.2, 5), [], 4.0)},
+                                                          word_run(2.2, 5), [], 4.0)},
     ]
     assert [r["tor"] for r in rows] == [True, True, True, False, False, True]
     fig = summarize(rows)
