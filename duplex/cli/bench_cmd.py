@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import json
-from pathlib import Path
 
 import yaml
 
 from configs import ConfigError
-from duplex.cli.common import add_config_args, config_from_args, print_json
+from duplex.cli.common import add_config_args, config_from_args, print_json, write_json
 
 # name -> (module with `run(cfg, **kw) -> dict`, help). Later parts of the agent add theirs here.
 BENCHES: dict[str, tuple[str, str]] = {
@@ -70,8 +68,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = module.run(config_from_args(args), **kwargs)
     result = {"bench": args.bench_name, **result}
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        write_json(args.out, result)
     if args.json:
         print_json(result)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from configs import AgentConfig, load_config
@@ -20,6 +21,13 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
     return load_config(args.preset, args.overrides)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """A command's figures as a JSON file (parent folders made), the same text `--json` prints."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def print_json(obj: Any) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from duplex.cli.common import add_config_args, config_from_args, print_json
+from duplex.cli.common import add_config_args, config_from_args, print_json, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,7 +102,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     result = judge_dataset(cfg, args.dir, n=args.n, only=args.only)
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        write_json(args.out, result)
     if args.json:
         print_json(result)
     else:

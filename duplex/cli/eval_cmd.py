@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from duplex.cli.common import add_config_args, config_from_args, print_json
+from duplex.cli.common import add_config_args, config_from_args, print_json, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,8 +38,7 @@ def cmd_eval_encoder(args: argparse.Namespace) -> int:
     result = run_eval(config_from_args(args), args.data, weights=args.weights, limit=args.limit, parts=args.parts,
                       progress=not args.json, split=args.split)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        write_json(args.out, result)
     if args.json:
         print_json(result)
     else:
@@ -55,8 +53,7 @@ def cmd_eval_fdb(args: argparse.Namespace) -> int:
 
     result = run_fdb(config_from_args(args), args.data, limit=args.limit, progress=not args.json)
     out = Path(args.out) if args.out else Path(args.data) / "fdb_metrics.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_json(out, result)
     if args.json:
         print_json(result)
     else:

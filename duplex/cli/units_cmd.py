@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from duplex.cli.common import add_config_args, config_from_args, print_json
+from duplex.cli.common import add_config_args, config_from_args, print_json, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -264,7 +264,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         result = units_eval.user_report(cfg, args.data, args.split, args.limit)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        write_json(args.out, result)
     print_json(result)
     return 0
