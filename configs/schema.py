@@ -179,6 +179,9 @@ class TTSTrainConfig:
     """Windows per plugin step."""
     emotion_window_units: int = 16
     """Units per plugin training window."""
+    emotion_pitch_weight: float = 0.0
+    """Weight of the periodicity (autocorrelation) L1 in plugin training: the log-mel L1 alone teaches the
+    speaking rate but not a pitch shift of a few semitones (training/tts_losses.periodicity_loss)."""
     log_every: int = 50
     """Steps between loss log lines."""
     num_threads: int = 1
@@ -386,6 +389,14 @@ class AlignStageConfig(StageConfig):
 
 
 @dataclass(kw_only=True)
+class QAStateStageConfig(StageConfig):
+    pause_weight: float = 1.0
+    """Extra loss weight of mid-turn pause chunks (label continue, user silent before the end of the
+    turn): cutting the user off costs more than answering a chunk late, and those chunks are a small
+    share of the continue class that the class weights balance."""
+
+
+@dataclass(kw_only=True)
 class SpeechConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     """Chunked streaming speech encoder."""
@@ -405,7 +416,7 @@ class SpeechConfig:
         token_ctc_weight=0.5, token_ctc_only_steps=600))
     """Stage 2: encoder + adapter aligned to the frozen LLM (transcripts, plus token CTC); the new adapter
     learns 5x faster."""
-    stage3: StageConfig = field(default_factory=lambda: StageConfig(
+    stage3: QAStateStageConfig = field(default_factory=lambda: QAStateStageConfig(
         steps=600, batch_size=8, lr=1e-3, warmup=30, eval_every=200, save_every=50))
     """Stage 3: prompt embeddings + state head (spoken QA + per-chunk state labels)."""
     state_loss_weight: float = 1.0

@@ -123,6 +123,36 @@ def test_stage3_loss_falls_llm_unchanged_encoder_frozen(corpus, tmp_path):
     assert {"state_macro_f1", "qa_agreement", "pause_continue_recall"} <= set(result)
 
 
+def test_stage3_pause_weight_scales_only_pause_chunks(corpus, tmp_path):
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from training import stage3_qa_state
+    from training.speech_data import SpeechCorpus
+
+    for ep in SpeechCorpus(corpus).episodes("train"):
+        w = stage3_qa_state._chunk_weights(ep, 4.0)
+        is_pause = [t == "pause" for t in ep.tags]
+        assert w is not None and w.tolist() == [4.0 if p else 1.0 for p in is_pause]
+        assert stage3_qa_state._chunk_weights(ep, 1.0) is None
+
+    cfg = _cfg("stage3", **{"llm.card": SHARP_LLM, "speech.stage3.pause_weight": 4.0})
+    run = stage3_qa_state.setup(cfg, corpus, tmp_path / "s3", eval_limit=2, progress=False)
+    segs = [it for it in run.seg_items if (it.weights[it.start : it.end] > 1).any()][:3]
+    assert segs, "the tiny corpus should hold mid-turn pauses"
+    obj = run.model.module if hasattr(run.model, "module") else run.model
+    with torch.no_grad():
+        plain, logits, target = obj.state_loss([dataclasses.replace(it, weights=None) for it in segs])
+        weighted, _, _ = obj.state_loss(segs)
+    # Without chunk weights: exactly the class-weighted cross-entropy.
+    assert torch.allclose(plain, F.cross_entropy(logits, target, weight=obj.class_weights), atol=1e-6)
+    per = F.cross_entropy(logits, target, reduction="none")
+    w = obj.class_weights[target] * torch.cat([torch.as_tensor(it.weights[it.start : it.end]) for it in segs])
+    assert torch.allclose(weighted, (per * w).sum() / w.sum(), atol=1e-6)
+    assert not torch.allclose(weighted, plain)
+
+
 def test_stage1_ddp_two_processes(corpus, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",

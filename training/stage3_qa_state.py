@@ -72,6 +72,8 @@ class SegmentItem:
     labels: np.ndarray
     start: int
     end: int
+    weights: np.ndarray | None = None
+    """(C,) per-chunk loss multipliers (None = 1 everywhere)."""
 
 
 class QAStateObjective(nn.Module):
@@ -122,7 +124,12 @@ class QAStateObjective(nn.Module):
         hidden, _ = prefix.forward(packed)
         logits = torch.cat([self.speech.state_head(hidden[i, last]) for i, (_, last) in enumerate(inputs)])
         target = torch.cat([torch.as_tensor(it.labels[it.start : it.end]) for it in items])
-        return F.cross_entropy(logits, target, weight=self.class_weights), logits.detach(), target
+        # Class-weighted mean as F.cross_entropy(weight=...) computes it, times each chunk's multiplier.
+        w = self.class_weights[target] * torch.cat([
+            torch.ones(it.end - it.start) if it.weights is None else torch.as_tensor(it.weights[it.start : it.end])
+            for it in items])
+        loss = (F.cross_entropy(logits, target, reduction="none") * w).sum() / w.sum()
+        return loss, logits.detach(), target
 
     def forward(self, qa: list[QAItem], segs: list[SegmentItem]) -> tuple[torch.Tensor, dict[str, float]]:
         ce, kl = self.qa_loss(qa)
@@ -164,6 +171,15 @@ def _class_weights(items: list[SegmentItem]) -> torch.Tensor:
     return torch.tensor(w / w.mean(), dtype=torch.float32)
 
 
+def _chunk_weights(ep: Episode, pause_weight: float) -> np.ndarray | None:
+    """``pause_weight`` on the episode's mid-turn pause chunks (tag "pause"), 1 elsewhere."""
+    if pause_weight == 1.0 or not ep.tags:
+        return None
+    if len(ep.tags) != len(ep.labels):
+        raise ValueError(f"episode {ep.id}: {len(ep.tags)} tags for {len(ep.labels)} chunks")
+    return np.where(np.asarray(ep.tags) == "pause", pause_weight, 1.0).astype(np.float32)
+
+
 def setup(cfg: AgentConfig, data_dir: str | Path, run_dir: str | Path, init: str | None = None,
           steps: int | None = None, eval_limit: int | None = None, progress: bool = True) -> Stage3Run:
     info = init_distributed()
@@ -184,8 +200,8 @@ def setup(cfg: AgentConfig, data_dir: str | Path, run_dir: str | Path, init: str
     qa_items = [QAItem(e, llm.encode_text(q.question), llm.encode_text(q.answer.strip()))
                 for q, e in zip(questions, q_emb, strict=True)]
     e_emb = speech_embeddings(speech, [e.audio for e in episodes])
-    seg_items = [SegmentItem(emb, ep.speaking, ep.labels, s, e) for ep, emb in zip(episodes, e_emb, strict=True)
-                 for s, e in episode_segments(ep.labels)]
+    seg_items = [SegmentItem(emb, ep.speaking, ep.labels, s, e, _chunk_weights(ep, stage.pause_weight))
+                 for ep, emb in zip(episodes, e_emb, strict=True) for s, e in episode_segments(ep.labels)]
     test_questions = corpus.answered_questions("test", llm, limit=eval_limit)
     test_episodes = corpus.episodes("test", limit=eval_limit)
     params = speech.set_stage(STAGE)

@@ -5,7 +5,8 @@ inserted at the positions of a scheme, and only the adapter learns, from the uni
 rendering, to produce the emotional resynthesis of the same text (synthetic targets, see
 training/tts_data.py). Losses: multi-resolution log-mel L1 on the audio through the decoder
 (gradients flow through the frozen Piper HiFi-GAN) with the target's durations forced, plus the
-duration head's log time-scale regressed onto the target's -log(rate). ``full=True`` is the
+duration head's log time-scale regressed onto the target's -log(rate), plus (``emotion_pitch_weight``)
+an autocorrelation L1 on voiced frames that carries the pitch shift. ``full=True`` is the
 full fine-tune baseline: no LoRA, every parameter of the decoder trained.
 
 setup / train / save_checkpoint / evaluate, thin `run_from_args`.
@@ -26,7 +27,7 @@ from agent.tts import UnitTTS, unit_durations
 from agent.tts_emotion import EmotionTTS, PluginInfo
 from configs.schema import AgentConfig
 from training.tts_data import EmotionItem, build_emotion_pairs, load_emotion_items, sample_emotion_windows
-from training.tts_losses import cosine_lr, mel_loss
+from training.tts_losses import cosine_lr, mel_loss, periodicity_loss
 from training.tts_neutral import cache_dir
 
 DURATION_WEIGHT = 10.0
@@ -125,10 +126,17 @@ def _loss(run: EmotionRun, rng: np.random.Generator) -> tuple[torch.Tensor, dict
     assert out.audio is not None
     f = int(b.frames.min())
     lo, hi = EDGE_FRAMES * 256, max(EDGE_FRAMES + 8, f - EDGE_FRAMES) * 256
-    loss_mel = mel_loss(out.audio[:, lo:hi], b.audio[:, lo:hi], torch.full((b.units.shape[0],), hi - lo))
+    span = torch.full((b.units.shape[0],), hi - lo)
+    loss_mel = mel_loss(out.audio[:, lo:hi], b.audio[:, lo:hi], span)
     valid = torch.arange(b.units.shape[1])[None] < b.lengths[:, None]
     loss_dur = (((out.log_scale - b.log_scale[:, None]) ** 2) * valid).sum() / valid.sum()
-    return loss_mel + DURATION_WEIGHT * loss_dur, {"mel_l1": float(loss_mel.detach()), "duration_mse": float(loss_dur.detach())}
+    row = {"mel_l1": float(loss_mel.detach()), "duration_mse": float(loss_dur.detach())}
+    loss = loss_mel + DURATION_WEIGHT * loss_dur
+    if tc.emotion_pitch_weight > 0:
+        loss_pitch = periodicity_loss(out.audio[:, lo:hi], b.audio[:, lo:hi], span)
+        loss = loss + tc.emotion_pitch_weight * loss_pitch
+        row["periodicity_l1"] = float(loss_pitch.detach())
+    return loss, row
 
 
 def train(run: EmotionRun, steps: int, progress: bool = True) -> None:

@@ -1,4 +1,5 @@
-"""Losses of the unit decoder: masked latent L1 and a multi-resolution log-mel L1 on audio."""
+"""Losses of the unit decoder: masked latent L1, a multi-resolution log-mel L1 on audio, and a
+periodicity (autocorrelation) L1 that carries pitch."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import torch
 
 RESOLUTIONS = ((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
 """(n_fft, hop, n_mels) of the mel loss."""
+F0_MIN, F0_MAX = 60.0, 400.0
+"""Pitch range (Hz) of the periodicity loss."""
 
 
 @lru_cache(maxsize=8)
@@ -48,6 +51,51 @@ def mel_loss(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor, sa
         m = frames[:, None, :].to(a.dtype)
         total = total + ((a - b).abs() * m).sum() / (m.sum() * a.shape[1]).clamp_min(1)
     return total / len(RESOLUTIONS)
+
+
+def frame_autocorrelation(audio: torch.Tensor, sample_rate: int = 22050, n_fft: int = 1024, hop: int = 256,
+                          fmin: float = F0_MIN, fmax: float = F0_MAX) -> torch.Tensor:
+    """(B, S) -> (B, frames, lags): normalised autocorrelation of Hann-windowed frames at the lags of
+    ``fmax``..``fmin`` Hz, divided by the window's own autocorrelation (Boersma 1993), so a periodic
+    frame peaks near 1 at its period."""
+    lo, hi = int(sample_rate / fmax), int(math.ceil(sample_rate / fmin))
+    window = torch.hann_window(n_fft, periodic=False, device=audio.device, dtype=audio.dtype)
+    frames = audio.unfold(-1, n_fft, hop)
+    frames = (frames - frames.mean(-1, keepdim=True)) * window
+
+    def acf(x: torch.Tensor) -> torch.Tensor:
+        r = torch.fft.irfft(torch.fft.rfft(x, n=2 * n_fft).abs() ** 2, n=2 * n_fft)[..., : hi + 1]
+        return r / r[..., :1].clamp_min(1e-8)
+
+    return (acf(frames) / acf(window))[..., lo : hi + 1]
+
+
+def target_periods(ac: torch.Tensor, first_lag: int, rise: float = 0.85, span: float = 0.15) -> torch.Tensor:
+    """(B, F, L) autocorrelation whose index 0 is lag ``first_lag`` -> (B, F) index of the period:
+    the top of the FIRST peak that reaches ``rise`` x the frame's maximum, searched within ``span``
+    of its rise (the multiples of the period peak as high: taking the first avoids octave errors)."""
+    lags = torch.arange(ac.shape[-1], device=ac.device)
+    first = (ac > rise * ac.amax(-1, keepdim=True)).to(torch.int8).argmax(-1, keepdim=True)
+    window = (lags >= first) & (lags <= first + (span * (first + first_lag)).long() + 2)
+    return ac.masked_fill(~window, -2.0).argmax(-1)
+
+
+def periodicity_loss(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor, sample_rate: int = 22050,
+                     voiced_threshold: float = 0.5) -> torch.Tensor:
+    """1 - the autocorrelation of ``pred`` at the target's period, on the target's voiced frames.
+
+    The log-mel L1 barely rewards moving harmonics that do not overlap yet (a pitch change of a
+    few semitones); this term is highest when ``pred`` repeats itself at exactly the target's
+    period, and its gradient points there from anywhere within about half an octave."""
+    a = frame_autocorrelation(pred, sample_rate)
+    with torch.no_grad():
+        b = frame_autocorrelation(target, sample_rate)
+        inside = (torch.arange(b.shape[1], device=b.device)[None] * 256 + 1024) <= lengths[:, None]
+        voiced = (b.amax(-1) >= voiced_threshold) & inside
+        period = target_periods(b, int(sample_rate / F0_MAX))
+    at = a.gather(-1, period[..., None])[..., 0]
+    m = voiced.to(a.dtype)
+    return ((1.0 - at) * m).sum() / m.sum().clamp_min(1)
 
 
 def latent_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
