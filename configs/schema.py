@@ -566,6 +566,9 @@ class RuntimeConfig:
     gil_switch_ms: float = 1.0
     """Python's thread switch interval while the agent runs (default 5 ms): model threads give the GIL
     back to the event loop sooner, which cuts loop stalls (set process-wide by serve/talk/run/bench)."""
+    gc_freeze: bool = True
+    """Move the loaded models' objects (~420k) out of the garbage collector's reach once they are loaded:
+    a full collection scans them all, which blocks the event loop for 0.1-0.4 s at random moments."""
     policy: TurnPolicyConfig = field(default_factory=lambda: TurnPolicyConfig())
     """Turn-taking policy (VAD + state head)."""
 

@@ -544,6 +544,8 @@ class DuplexAgentFactory:
         self.tts_worker = ModelWorker("tts", threads=rc.tts_threads, cost=cost)
         self.metrics = metrics if metrics is not None else MetricsHub(rc.metrics_jsonl or None)
         self.sessions: dict[str, DuplexSession] = {}
+        self._gc_frozen = False
+        """``tune_process`` froze the collector's view of the loaded models (undone on close)."""
         self._watchdog_enabled = watchdog
         self.watchdog: LoopWatchdog | None = None
 
@@ -555,12 +557,28 @@ class DuplexAgentFactory:
         return cls(load_duplex_model(cfg), cfg, **kw)
 
     def tune_process(self) -> None:
-        """Process-wide settings for running the agent (entry points call this once): a short GIL
-        switch interval so model threads hand the interpreter back to the event loop quickly."""
+        """Process-wide settings for running the agent (entry points call this once, after loading):
+        a short GIL switch interval so model threads hand the interpreter back to the event loop
+        quickly, and the loaded models frozen out of the cyclic garbage collector (``gc.freeze``):
+        they live as long as the process, and every full collection would otherwise walk all of
+        their objects on the event loop's thread."""
+        import gc
         import sys
 
         if self.cfg.runtime.gil_switch_ms > 0:
             sys.setswitchinterval(self.cfg.runtime.gil_switch_ms / 1000.0)
+        if self.cfg.runtime.gc_freeze:
+            gc.collect()
+            gc.freeze()
+            self._gc_frozen = True
+
+    def _release_process(self) -> None:
+        """Undo ``tune_process``'s freeze (the objects go back to the collector's oldest generation)."""
+        import gc
+
+        if self._gc_frozen:
+            gc.unfreeze()
+            self._gc_frozen = False
 
     @property
     def workers(self) -> tuple[ModelWorker, ModelWorker, ModelWorker]:
@@ -628,8 +646,10 @@ class DuplexAgentFactory:
             w.close()
         for w in self.workers:
             await asyncio.to_thread(w.join, 10.0)
+        self._release_process()
 
     def close(self) -> None:
         for w in self.workers:
             w.close()
+        self._release_process()
 

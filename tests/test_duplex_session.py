@@ -190,3 +190,25 @@ def test_bench_duplex_reports_the_issue_keys(tiny_cfg):
     assert out["response_ms_p50"] is not None and 0 < out["response_ms_p50"] < 5000
     assert out["rtf"] > 0 and out["questions"] == 1 and out["head"] == "oracle"
     assert set(out["response_parts_ms_p50"]) == {"endpoint", "listen", "llm", "generator", "decoder", "playout"}
+
+
+def test_tune_process_freezes_the_models_out_of_the_collector_until_close(tiny_cfg):
+    """A full garbage collection walks every tracked object on the loop's thread; after tune_process
+    the loaded models are no longer among them, and closing the factory gives them back."""
+    import gc
+
+    from agent.duplex_model import load_duplex_model
+
+    fac = DuplexAgentFactory(load_duplex_model(tiny_cfg), tiny_cfg, watchdog=False)
+    probe = fac.model.llm  # a long-lived object of the loaded agent
+
+    def tracked() -> bool:
+        return any(o is probe for o in gc.get_objects())
+
+    assert tracked()
+    fac.tune_process()
+    try:
+        assert gc.get_freeze_count() > 0 and not tracked()
+    finally:
+        fac.close()
+    assert gc.get_freeze_count() == 0 and tracked()
