@@ -180,8 +180,9 @@ class TTSTrainConfig:
     emotion_window_units: int = 16
     """Units per plugin training window."""
     emotion_pitch_weight: float = 0.0
-    """Weight of the periodicity (autocorrelation) L1 in plugin training: the log-mel L1 alone teaches the
-    speaking rate but not a pitch shift of a few semitones (training/tts_losses.periodicity_loss)."""
+    """Weight of the periodicity (pitch) loss in plugin training (training/tts_losses.periodicity_loss): the
+    log-mel L1 alone teaches the speaking rate but not a pitch shift of a few semitones. It moves pitch
+    only where the Piper HiFi-GAN adapts, not through front-end plugins (agent/weights/TTS_CARD.md)."""
     log_every: int = 50
     """Steps between loss log lines."""
     num_threads: int = 1

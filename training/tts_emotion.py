@@ -6,7 +6,7 @@ rendering, to produce the emotional resynthesis of the same text (synthetic targ
 training/tts_data.py). Losses: multi-resolution log-mel L1 on the audio through the decoder
 (gradients flow through the frozen Piper HiFi-GAN) with the target's durations forced, plus the
 duration head's log time-scale regressed onto the target's -log(rate), plus (``emotion_pitch_weight``)
-an autocorrelation L1 on voiced frames that carries the pitch shift. ``full=True`` is the
+a periodicity loss on voiced frames that pulls the output's pitch to the target's. ``full=True`` is the
 full fine-tune baseline: no LoRA, every parameter of the decoder trained.
 
 setup / train / save_checkpoint / evaluate, thin `run_from_args`.
@@ -135,7 +135,7 @@ def _loss(run: EmotionRun, rng: np.random.Generator) -> tuple[torch.Tensor, dict
     if tc.emotion_pitch_weight > 0:
         loss_pitch = periodicity_loss(out.audio[:, lo:hi], b.audio[:, lo:hi], span)
         loss = loss + tc.emotion_pitch_weight * loss_pitch
-        row["periodicity_l1"] = float(loss_pitch.detach())
+        row["periodicity"] = float(loss_pitch.detach())
     return loss, row
 
 

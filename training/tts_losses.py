@@ -1,5 +1,5 @@
 """Losses of the unit decoder: masked latent L1, a multi-resolution log-mel L1 on audio, and a
-periodicity (autocorrelation) L1 that carries pitch."""
+periodicity loss (autocorrelation at the target's period) that carries pitch."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ RESOLUTIONS = ((512, 128, 64), (1024, 256, 80), (2048, 512, 128))
 """(n_fft, hop, n_mels) of the mel loss."""
 F0_MIN, F0_MAX = 60.0, 400.0
 """Pitch range (Hz) of the periodicity loss."""
+PITCH_FFT, PITCH_HOP = 1024, 256
+"""Frame and hop (samples) of the periodicity loss's autocorrelation."""
 
 
 @lru_cache(maxsize=8)
@@ -53,7 +55,7 @@ def mel_loss(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor, sa
     return total / len(RESOLUTIONS)
 
 
-def frame_autocorrelation(audio: torch.Tensor, sample_rate: int = 22050, n_fft: int = 1024, hop: int = 256,
+def frame_autocorrelation(audio: torch.Tensor, sample_rate: int = 22050, n_fft: int = PITCH_FFT, hop: int = PITCH_HOP,
                           fmin: float = F0_MIN, fmax: float = F0_MAX) -> torch.Tensor:
     """(B, S) -> (B, frames, lags): normalised autocorrelation of Hann-windowed frames at the lags of
     ``fmax``..``fmin`` Hz, divided by the window's own autocorrelation (Boersma 1993), so a periodic
@@ -90,7 +92,7 @@ def periodicity_loss(pred: torch.Tensor, target: torch.Tensor, lengths: torch.Te
     a = frame_autocorrelation(pred, sample_rate)
     with torch.no_grad():
         b = frame_autocorrelation(target, sample_rate)
-        inside = (torch.arange(b.shape[1], device=b.device)[None] * 256 + 1024) <= lengths[:, None]
+        inside = (torch.arange(b.shape[1], device=b.device)[None] * PITCH_HOP + PITCH_FFT) <= lengths[:, None]
         voiced = (b.amax(-1) >= voiced_threshold) & inside
         period = target_periods(b, int(sample_rate / F0_MAX))
     at = a.gather(-1, period[..., None])[..., 0]
