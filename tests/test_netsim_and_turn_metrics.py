@@ -1,6 +1,5 @@
 """The network channel simulator and the Full-Duplex-Bench-style metrics on hand-built timelines."""
 
-
 import numpy as np
 import pytest
 
