@@ -96,10 +96,12 @@ class WhisperJudge:
         self.model = WhisperModel(str(model_dir), device="cpu", compute_type="float32", cpu_threads=cfg.num_threads)
 
     def transcribe(self, audio: np.ndarray, sample_rate: int, word_timestamps: bool = True,
-                   temperature: float | None = None) -> Transcript:
+                   temperature: float | None = None, vad_filter: bool = False) -> Transcript:
         """``temperature=0.0`` turns off faster-whisper's sampling fallback: deterministic, and far
         cheaper on audio that is not speech (the fallback re-decodes a hallucinating window up to
-        five times); None keeps the default fallback schedule."""
+        five times); None keeps the default fallback schedule. ``vad_filter`` cuts silences of 2 s
+        and more before decoding (faster-whisper's Silero VAD; times are mapped back): on a long
+        channel that is mostly silence, Whisper otherwise skips whole stretches of speech."""
         audio = resample(np.asarray(audio, dtype=np.float32), sample_rate, JUDGE_RATE)
         if audio.size == 0:
             return Transcript(text="", duration=0.0)
@@ -109,7 +111,7 @@ class WhisperJudge:
             beam_size=self.cfg.beam_size,
             word_timestamps=word_timestamps,
             condition_on_previous_text=False,
-            vad_filter=False,
+            vad_filter=vad_filter,
             **({} if temperature is None else {"temperature": temperature}),
         )
         words: list[Word] = []

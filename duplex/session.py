@@ -237,7 +237,12 @@ class DuplexSession:
             while len(batch) < self.rc.listen_batch and not self._chunks.empty():
                 batch.append(self._chunks.get_nowait())
             audio = np.concatenate([c.audio for c in batch])
-            speaking = [self._agent_audible_at is not None and self._agent_audible_at >= c.t_start for c in batch]
+            # The state head reads whether the agent holds the floor. A reply paused while the head
+            # decides still holds it: flagged silent, a held "mm-hm" reads as the user's own turn
+            # (the head's labels: speech over a silent agent is *continue*) and becomes a barge-in.
+            held = self._reply is not None and self._reply.paused_at is not None
+            speaking = [held or (self._agent_audible_at is not None and self._agent_audible_at >= c.t_start)
+                        for c in batch]
             results, _ = await asyncio.gather(
                 self._run(llm, "listen", self.model.listen_chunks, self.st, audio, speaking, priority=LISTEN),
                 self._run(gen, "units", self.model.user_units, self.st, audio, len(batch), priority=LISTEN),

@@ -38,8 +38,11 @@ def vad_words(segments: list[tuple[float, float]]) -> list[SegWord]:
 
 def judge_words(judge: Any, audio: np.ndarray, rate: int = 16000) -> list[Any]:
     """The judge's timed words of ``audio``: greedy decoding (deterministic; no sampling fallback),
-    punctuation-only "words" (what Whisper makes of noise) dropped."""
-    return [w for w in judge.transcribe(audio, rate, temperature=0.0).words if any(c.isalnum() for c in w.text)]
+    silences of 2 s and more cut first, punctuation-only "words" (what Whisper makes of noise)
+    dropped. Without the cut, Whisper decoding a whole agent channel (speech between long
+    silences) skipped whole replies: 4 s of agent speech got no word in a simulated call."""
+    words = judge.transcribe(audio, rate, temperature=0.0, vad_filter=True).words
+    return [w for w in words if any(c.isalnum() for c in w.text)]
 
 
 def agent_segments(audio: np.ndarray, rate: int, backend: Any) -> list[tuple[float, float]]:

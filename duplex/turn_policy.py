@@ -19,8 +19,9 @@ Behaviour:
 - speaking: an activity onset of ``onset_s`` *pauses* the agent's audio at once (10 ms fade; a
   cheap pre-emption) while the head confirms: *continue* (a real turn; p >= ``bargein_threshold``)
   -> barge-in (stop, flush, cancel, listen); *reject* (a backchannel, a cough) -> resume where it
-  paused; the user falling silent for ``resume_after_s`` without a confirmation -> resume;
-  activity lasting ``bargein_max_s`` -> barge-in (the VAD's fallback).
+  paused once the sound is over (``hold_on_reject``; at once otherwise); the user falling silent
+  for ``resume_after_s`` -> resume; activity summing to ``bargein_max_s`` (``reject_max_s`` after
+  a reject) -> barge-in (the VAD's fallback).
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ class TurnPolicy:
         """Input time at which the user's most recent activity ended."""
         self.candidate_start: float | None = None
         """Start of the current candidate barge-in (agent paused), else None."""
+        self.candidate_active = 0.0
+        """Seconds of activity since the candidate started (short gaps do not end a candidate)."""
+        self.candidate_rejected = False
+        """The head said *reject* during the current candidate (it waits for the sound to end)."""
+        self.resumed: tuple[float, float, bool] | None = None
+        """(time, activity, rejected) of the last resume: a sound that starts again within
+        ``resume_after_s`` continues the same run (a pause between words of a real turn)."""
         self.activity_in_chunk = False
         self.dismissed = False
         """The head rejected the current run of activity: it neither pauses the agent nor times out."""
@@ -84,6 +92,7 @@ class TurnPolicy:
         """The reply finished playing: a new user turn is needed before the next one."""
         self.mode = "listening"
         self.candidate_start = None
+        self.resumed = None
         self.user_spoke = self.active
 
     # -- inputs ------------------------------------------------------------------------------
@@ -124,10 +133,18 @@ class TurnPolicy:
             if self.candidate_start is None:
                 if active and self.active_run >= c.onset_s and not self.dismissed:
                     self.candidate_start = self._onset(t_end)
+                    self.candidate_active = self.active_run
+                    self.candidate_rejected = False
+                    if self.resumed is not None and self.candidate_start - self.resumed[0] <= c.resume_after_s + 1e-9:
+                        self.candidate_active += self.resumed[1]
+                        self.candidate_rejected = self.resumed[2]
                     if c.duck_on_vad:
                         actions.append(Action("pause_output", t_end, "vad"))
             else:
-                if active and self.active_run >= c.bargein_max_s:
+                if active:
+                    self.candidate_active += duration
+                limit = c.reject_max_s if self.candidate_rejected else c.bargein_max_s
+                if active and self.candidate_active >= limit - 1e-9:
                     actions.append(self._barge_in(t_end, "vad_long"))
                 elif not active and self.inactive_run >= c.resume_after_s - 1e-9:
                     actions.append(self._resume(t_end, "vad_end"))
@@ -150,6 +167,11 @@ class TurnPolicy:
             if p_cont >= c.bargein_threshold and had_activity:
                 return [self._barge_in(t_end, "state_head", p=p_cont)]
             if p_rej >= c.reject_threshold:
+                if c.hold_on_reject:
+                    # Resumes when the sound is over (vad_end); a gap between words at the chunk's
+                    # end is not the end of it.
+                    self.candidate_rejected = True
+                    return []
                 return [self._resume(t_end, "head_reject", p=p_rej)]
             return []
         if p_cont >= c.bargein_threshold and had_activity:
@@ -170,11 +192,13 @@ class TurnPolicy:
         start = self.candidate_start if self.candidate_start is not None else self._onset(t)
         self.mode = "listening"
         self.candidate_start = None
+        self.resumed = None
         self.user_spoke = True
         return Action("barge_in", t, trigger, dict(detail, user_start=start))
 
     def _resume(self, t: float, trigger: str, **detail: float) -> Action:
         start = self.candidate_start
+        self.resumed = (t, self.candidate_active, self.candidate_rejected)
         self.candidate_start = None
         self.dismissed = self.active
         return Action("resume_output", t, trigger, dict(detail, candidate_start=start))

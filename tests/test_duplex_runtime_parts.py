@@ -4,6 +4,7 @@ watchdog, metrics. Timelines are asserted on the virtual clock (when things happ
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 
@@ -231,8 +232,17 @@ def test_policy_pauses_on_onset_then_barges_in_or_resumes():
     acts = p.on_chunk(5.12, (0.9, 0.05, 0.05))  # the head: a real turn
     assert [a.kind for a in acts] == ["barge_in"] and acts[0].detail["user_start"] == pytest.approx(5.0)
     assert p.mode == "listening"
-    # A backchannel: pause, the head rejects, resume; the rest of the run does not pause again.
+    # A backchannel: pause, the head rejects while it lasts, resume once it is over.
     q = TurnPolicy(cfg)
+    q.agent_thinking()
+    q.agent_speaking()
+    _frames(q, 5.0, 5.12, True)
+    assert q.on_chunk(5.12, (0.1, 0.1, 0.8)) == []  # still sounding: hold, do not talk over it
+    assert _frames(q, 5.12, 5.4, True) == []  # 0.4 s in all: under reject_max_s, no barge-in
+    acts = _frames(q, 5.4, 5.7, False)
+    assert [(a.kind, a.trigger, round(a.t, 2)) for a in acts] == [("resume_output", "vad_end", 5.56)]
+    # Without the hold, the reject resumes at once and the rest of the run does not pause again.
+    q = TurnPolicy(dataclasses.replace(cfg, hold_on_reject=False))
     q.agent_thinking()
     q.agent_speaking()
     _frames(q, 5.0, 5.06, True)
@@ -254,6 +264,39 @@ def test_policy_long_activity_barges_in_without_the_head():
     p.agent_speaking()
     acts = _frames(p, 1.0, 2.0, True)
     assert [(a.kind, a.trigger, round(a.t, 2)) for a in acts] == [("pause_output", "vad", 1.04), ("barge_in", "vad_long", 1.6)]
+
+
+def test_policy_activity_sums_over_short_gaps_and_outlasts_a_wrong_reject():
+    cfg = PolicyConfig(bargein_max_s=0.6, reject_max_s=1.0, resume_after_s=0.16)
+    # Words with 100 ms gaps between them: one candidate; 0.6 s of speech is a barge-in.
+    p = TurnPolicy(cfg)
+    p.agent_thinking()
+    p.agent_speaking()
+    acts = []
+    for k in range(4):
+        acts += _frames(p, 1.0 + 0.3 * k, 1.2 + 0.3 * k, True) + _frames(p, 1.2 + 0.3 * k, 1.3 + 0.3 * k, False)
+    assert [(a.kind, a.trigger, round(a.t, 2)) for a in acts] == [("pause_output", "vad", 1.04), ("barge_in", "vad_long", 1.8)]
+    # The head says reject early in a real turn: the agent stays paused and barges in at 1 s.
+    q = TurnPolicy(cfg)
+    q.agent_thinking()
+    q.agent_speaking()
+    _frames(q, 1.0, 1.12, True)
+    assert q.on_chunk(1.12, (0.2, 0.1, 0.7)) == []
+    acts = _frames(q, 1.12, 2.5, True)
+    assert [(a.kind, a.trigger, round(a.t, 2)) for a in acts] == [("barge_in", "vad_long", 2.0)]
+    assert acts[0].detail["user_start"] == pytest.approx(1.0)
+    # Resumed after a pause in the user's speech, then paused again at once: the same run, so the
+    # activity before the resume still counts (0.4 + 0.6 s).
+    r = TurnPolicy(cfg)
+    r.agent_thinking()
+    r.agent_speaking()
+    _frames(r, 1.0, 1.12, True)
+    r.on_chunk(1.12, (0.2, 0.1, 0.7))
+    _frames(r, 1.12, 1.4, True)
+    acts = _frames(r, 1.4, 1.6, False)
+    assert [(a.kind, round(a.t, 2)) for a in acts] == [("resume_output", 1.56)]
+    acts = _frames(r, 1.6, 2.5, True)
+    assert [(a.kind, a.trigger, round(a.t, 2)) for a in acts] == [("pause_output", "vad", 1.64), ("barge_in", "vad_long", 2.2)]
 
 
 # -- watchdog and metrics ----------------------------------------------------------------------

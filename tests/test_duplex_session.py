@@ -192,6 +192,20 @@ def test_bench_duplex_reports_the_issue_keys(tiny_cfg):
     assert set(out["response_parts_ms_p50"]) == {"endpoint", "listen", "llm", "generator", "decoder", "playout"}
 
 
+def test_bench_bargein_stop_is_the_silence_that_lasts_to_the_end_of_the_interruption():
+    from duplex.bench.duplex import _stop_after, _stop_through
+
+    act = np.ones(400, bool)  # 10 ms hops, agent talking from 0 to 4 s
+    act[110:130] = False  # paused 1.1-1.3 s (onset at 1.0), then talked over the user again
+    act[200:] = False  # really stopped at 2.0 s; the user spoke until 3.0 s
+    assert _stop_after(act, 1.0) == pytest.approx(1.1)  # the loose figure counts the pause
+    assert _stop_through(act, 1.0, 3.0) == pytest.approx(2.0)
+    act[200:] = True  # never stopped while the user talked: the first silence after the user ends
+    act[320:] = False
+    assert _stop_through(act, 1.0, 3.0) == pytest.approx(3.2)
+    assert _stop_through(np.zeros(400, bool), 1.0, 3.0) == pytest.approx(1.0)
+
+
 def test_tune_process_freezes_the_models_out_of_the_collector_until_close(tiny_cfg):
     """A full garbage collection walks every tracked object on the loop's thread; after tune_process
     the loaded models are no longer among them, and closing the factory gives them back."""

@@ -231,6 +231,15 @@ def test_judge_words_are_deterministic_and_skip_punctuation(tiny_cfg, voice):
     assert [(w.text, w.start, w.end) for w in a] == [(w.text, w.start, w.end) for w in b]
     assert len(a) >= 5 and all(any(c.isalnum() for c in w.text) for w in a)
     assert a[0].start == pytest.approx(0.5 + syn.words[0].start, abs=0.15)
+    # Silences of seconds are cut before decoding; the words keep their times on the channel.
+    y = np.zeros(20 * RATE, np.float32)
+    y[3 * RATE : 3 * RATE + len(speech)] = speech
+    y[14 * RATE : 14 * RATE + len(speech)] = speech
+    c = judge_words(judge, y)
+    first = [w.start for w in c if w.text.lower().strip(".,") == a[0].text.lower().strip(".,")]
+    assert len(first) == 2
+    assert first[0] == pytest.approx(3 + syn.words[0].start, abs=0.15)
+    assert first[1] == pytest.approx(14 + syn.words[0].start, abs=0.15)
 
 
 def test_two_agents_hear_each_other_through_the_channel():

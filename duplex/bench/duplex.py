@@ -10,7 +10,9 @@ run is faster than real time whenever the models are. Per held-out question ``i`
   (10 ms windows above -40 dBFS, from the recorded tracks); the backchannel is *kept* when the
   reply is not cancelled;
 - ``bargein``: the question, then 0.8 s into the answer a real interruption ("wait, ..."): stop
-  latency = the interruption's first word -> start of the first 100 ms of agent silence;
+  latency = the interruption's first word -> start of the agent silence that lasts to the end of
+  the interruption (a pause the agent resumes from while the user still talks is not a stop; the
+  looser "first 100 ms of agent silence" is reported too);
 - ``pause``: a held-out sentence with a 0.5-1.0 s pause inserted where it cannot end ("I would
   really like to ... take a cooking class"): *kept* when the agent is silent from the pause to
   200 ms after the user resumes.
@@ -60,6 +62,16 @@ def _stop_after(act: np.ndarray, t: float, hop: float = 0.01, quiet: float = 0.1
     return None
 
 
+def _stop_through(act: np.ndarray, onset: float, until: float, hop: float = 0.01) -> float | None:
+    """Start of the agent silence that lasts from then to ``until`` (the user's last word)."""
+    a, b = int(onset / hop), int(until / hop)
+    idx = np.flatnonzero(act[a:b])
+    if len(idx) == 0:
+        return onset
+    last = a + int(idx[-1]) + 1
+    return last * hop if last < b else _stop_after(act, until)
+
+
 def _first_after(act: np.ndarray, t: float, hop: float = 0.01) -> float | None:
     idx = np.flatnonzero(act[int(np.ceil(t / hop)) :])
     return None if len(idx) == 0 else (int(np.ceil(t / hop)) + int(idx[0])) * hop
@@ -70,7 +82,7 @@ async def _scenarios(factory, material, n: int, head_mode: str, cfg: AgentConfig
     from duplex.scripted_user import Say, TimelineHead, run_script
     from speech_io.webrtc.server import make_detector
 
-    out: dict[str, list] = {"response": [], "early": [], "bargein": [], "bargein_missed": [], "backchannel": [],
+    out: dict[str, list] = {"response": [], "early": [], "bargein": [], "bargein_first_silence": [], "bargein_missed": [], "backchannel": [],
                             "pause": [], "parts": [], "tokens": [], "texts": [], "bc_pause_ms": [],
                             "input_s": [], "triggers": []}
 
@@ -121,8 +133,10 @@ async def _scenarios(factory, material, n: int, head_mode: str, cfg: AgentConfig
         if len(r.played) > 1:
             onset = r.played[1].speech_start
             if act[max(0, int((onset - 0.2) / 0.01)) : int(onset / 0.01)].any():
-                stop = _stop_after(act, onset)
+                stop = _stop_through(act, onset, r.played[1].speech_end)
                 out["bargein"].append(1000 * ((stop if stop is not None else r.duration) - onset))
+                first = _stop_after(act, onset)
+                out["bargein_first_silence"].append(1000 * ((first if first is not None else r.duration) - onset))
             else:
                 out["bargein_missed"].append(i)  # the agent had already stopped
         bar.update()
@@ -248,6 +262,7 @@ def run(cfg: AgentConfig, n: int = 20, head: str = "model", untrained: bool = Fa
         "no_answer": n - len(resp) - len(sc["early"]),
         "bargein_stop_ms_p50": median(barge) if barge else None,
         "bargein_stop_ms_p90": percentile(barge, 90) if barge else None,
+        "bargein_first_silence_ms_p90": percentile(sc["bargein_first_silence"], 90) if barge else None,
         "bargein_cases": len(barge),
         "bargein_agent_already_silent": len(sc["bargein_missed"]),
         "backchannel_kept_rate": float(np.mean(bc)) if bc else None,
