@@ -521,11 +521,11 @@ class TurnPolicyConfig:
     """Probability of *reject* that dismisses a user sound during agent speech."""
     hold_on_reject: bool = True
     """After a *reject* the agent stays paused until the sound is over (``resume_after_s`` of quiet)
-    instead of resuming at once. The head's first verdict
-    comes ~100 ms into a sound, too early to tell "mm-hm" from the start of a real turn: resuming on
-    it let the agent talk over real interruptions (`bench duplex`, barge-in stop p90: 1.57 s resuming
-    at once, 0.24 s holding). The price: the agent pauses for the length of a backchannel (p50
-    0.62 s) instead of talking through it."""
+    instead of resuming at once. The head's first verdict comes ~100 ms into a sound, too early to
+    tell "mm-hm" from the start of a real turn: resuming on it let the agent talk over real
+    interruptions (`bench duplex`, barge-in stop p90: 1.57 s resuming at once, 0.11-0.24 s holding).
+    The price: the agent pauses for the length of a backchannel (p50 0.62 s) instead of talking
+    through it."""
     reject_max_s: float = 1.0
     """Activity over the agent lasting this long is a barge-in even though the head said *reject*
     (Full-Duplex-Bench counts an utterance of 1 s or more as taking the turn)."""
@@ -538,8 +538,8 @@ class TurnPolicyConfig:
     resume_after_s: float = 0.3
     """Inactivity that ends a candidate barge-in without confirmation (the agent resumes). 0.3 s,
     not shorter: pauses between the words of one utterance run to ~0.25 s, and resuming in them
-    talked over real interruptions (`bench duplex`, barge-in stop p90 0.88 s at 0.16 s, 0.24 s at 0.3 s);
-    a sound that starts again within this time after a resume continues the same run."""
+    talked over real interruptions (`bench duplex`, barge-in stop p90 0.88 s at 0.16 s, 0.11-0.24 s
+    at 0.3 s); a sound that starts again within this time after a resume continues the same run."""
     bargein_max_s: float = 0.6
     """Activity over the agent (summed over the candidate, gaps shorter than ``resume_after_s``
     bridged) that counts as a barge-in even without the head."""

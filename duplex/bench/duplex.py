@@ -82,9 +82,9 @@ async def _scenarios(factory, material, n: int, head_mode: str, cfg: AgentConfig
     from duplex.scripted_user import Say, TimelineHead, run_script
     from speech_io.webrtc.server import make_detector
 
-    out: dict[str, list] = {"response": [], "early": [], "bargein": [], "bargein_first_silence": [], "bargein_missed": [], "backchannel": [],
-                            "pause": [], "parts": [], "tokens": [], "texts": [], "bc_pause_ms": [],
-                            "input_s": [], "triggers": []}
+    out: dict[str, list] = {"response": [], "early": [], "bargein": [], "bargein_first_silence": [],
+                            "bargein_missed": [], "backchannel": [], "pause": [], "parts": [], "tokens": [],
+                            "texts": [], "bc_pause_ms": [], "input_s": [], "triggers": []}
 
     def say(u, name, **kw):
         return Say(u.audio, name=name, words_start=u.start, words_end=u.end, **kw)
