@@ -133,10 +133,9 @@ async def _scenarios(factory, material, n: int, head_mode: str, cfg: AgentConfig
         if len(r.played) > 1:
             onset = r.played[1].speech_start
             if act[max(0, int((onset - 0.2) / 0.01)) : int(onset / 0.01)].any():
-                stop = _stop_through(act, onset, r.played[1].speech_end)
-                out["bargein"].append(1000 * ((stop if stop is not None else r.duration) - onset))
-                first = _stop_after(act, onset)
-                out["bargein_first_silence"].append(1000 * ((first if first is not None else r.duration) - onset))
+                for key, stop in (("bargein", _stop_through(act, onset, r.played[1].speech_end)),
+                                  ("bargein_first_silence", _stop_after(act, onset))):
+                    out[key].append(1000 * ((stop if stop is not None else r.duration) - onset))
             else:
                 out["bargein_missed"].append(i)  # the agent had already stopped
         bar.update()
