@@ -97,6 +97,15 @@ def emotion_from_text(text: str, available: set[str] | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # State and results
 # ---------------------------------------------------------------------------------------------
+def copy_context(src: LLMState, dst: LLMState) -> None:
+    """Make ``dst`` (same shapes) hold ``src``'s context: its used KV slots, lengths and positions."""
+    n = int(src.lengths.max())
+    dst.cache.keys_buf[:, :, :, :n].copy_(src.cache.keys_buf[:, :, :, :n])
+    dst.cache.values_buf[:, :, :, :n].copy_(src.cache.values_buf[:, :, :, :n])
+    dst.lengths.copy_(src.lengths)
+    dst.positions.copy_(src.positions)
+
+
 @dataclass
 class ReplyText:
     """The LLM side of one reply (lives in ``DuplexState.reply``)."""
@@ -303,8 +312,12 @@ class DuplexModel:
         answer = state.listener["llm"]
         state.listener["llm"] = state.spare
         state.spare = answer  # type: ignore[assignment]
-        state.answer = answer  # type: ignore[assignment]
         state.needs_restart = True
+        self._open_reply(state, answer, first_logits, reply_id)  # type: ignore[arg-type]
+        return time.perf_counter() - t0
+
+    def _open_reply(self, state: DuplexState, answer: LLMState, first_logits: torch.Tensor, reply_id: int) -> None:
+        state.answer = answer
         self.llm.set_streaming_state({"": answer})
         try:
             # Lazily evaluated: no token is decoded until ``decode`` asks (with this state installed).
@@ -312,7 +325,32 @@ class DuplexModel:
         finally:
             self.llm.set_streaming_state(None)
         state.reply = ReplyText(id=reply_id, stream=stream, detok=IncrementalDetokenizer(self.llm))
+
+    @torch.no_grad()
+    def speculate_reply(self, state: DuplexState, reply_id: int) -> float:
+        """``begin_reply`` on a *copy* of the listening context, which listens on untouched.
+
+        The runtime calls it when the user falls silent, before the turn is decided, so the reply's
+        first words can be decoded while the state head is still making up its mind; the copy goes
+        to the spare context (free while no reply runs). ``commit_speculation`` makes it the reply;
+        ``cancel_text(state, reply_id)`` drops it (the user spoke on). Returns compute seconds."""
+        t0 = time.perf_counter()
+        listening = state.listener["llm"]
+        with installed(self.listener, state.listener):
+            self._ensure_listening_context(state)
+        copy_context(listening, state.spare)  # type: ignore[arg-type]
+        state.listener["llm"] = state.spare
+        try:
+            with installed(self.listener, state.listener):
+                first_logits = self.listener.begin_reply()[0]
+        finally:
+            state.listener["llm"] = listening
+        self._open_reply(state, state.spare, first_logits, reply_id)
         return time.perf_counter() - t0
+
+    def commit_speculation(self, state: DuplexState) -> None:
+        """The speculated reply is the reply: the listening context restarts, as after ``begin_reply``."""
+        state.needs_restart = True
 
     @torch.no_grad()
     def decode(self, state: DuplexState, max_tokens: int = 1) -> TextChunk:
@@ -342,8 +380,11 @@ class DuplexModel:
             r.stream = None
         return TextChunk(tokens, torch.stack(hidden) if hidden else None, text, r.ended, time.perf_counter() - t0)
 
-    def cancel_text(self, state: DuplexState) -> None:
-        """Stop decoding the reply (barge-in); its context is kept as the spare."""
+    def cancel_text(self, state: DuplexState, reply_id: int | None = None) -> None:
+        """Stop decoding the reply (barge-in); its context is kept as the spare. With ``reply_id``,
+        only if that reply is the one decoding (a late cleanup must not end a newer one)."""
+        if reply_id is not None and (state.reply is None or state.reply.id != reply_id):
+            return
         if state.reply is not None:
             state.reply.stream = None
             state.reply.ended = True

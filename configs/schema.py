@@ -567,6 +567,22 @@ class RuntimeConfig:
     """Reply tokens decoded per LLM job (listening steps of any session run between jobs)."""
     lead_s: float = 0.32
     """Decoded agent audio kept ahead of playout while speaking (the generator runs ahead to fill it)."""
+    speculate_tokens: int = 0
+    """Reply tokens decoded *before* the turn is taken, once the user falls silent (on a copy of the
+    listening context; dropped if the user speaks on, kept as the reply's start if the turn is taken);
+    0 = off. It takes the LLM's first words off the response-latency path (`bench duplex`, 6 tokens:
+    response p50 637 -> 527-595 ms, the "llm" part 155 -> ~1 ms), at the price of the compute of
+    guesses dropped in pauses (rtf 0.52 -> 0.53-0.56) and, with the bundled head, of mid-turn pauses:
+    the head wrongly takes the turn ~0.4 s into some pauses, and a faster reply is then heard before
+    the user resumes (pause kept 23 -> 21 of 28). It only gains while the head hesitates: a head that
+    decides on the first silent chunk (``--param head=oracle``) takes the turn before any guess has
+    started. Off by default until the head stops firing in pauses."""
+    speculate_after_s: float = 0.12
+    """Silence after user speech before a reply is speculated: longer than most gaps between words
+    (each speculation dropped costs an LLM prefill and a decode job)."""
+    leading_quiet_trim: bool = True
+    """Drop the quiet samples before a reply's first audible sound (keeping 10 ms), so the reply is
+    heard as soon as the decoder has sound rather than after its lead-in silence."""
     max_ahead_chunks: int = 3
     """Chunks the generator may run ahead of the user's audio (it predicts the user's units meanwhile)."""
     max_reply_s: float = 30.0

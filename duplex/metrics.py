@@ -5,7 +5,8 @@ way CosyVoice 2 splits its first-packet latency, plus the two things before the 
 
     endpoint   user speech end -> end of the 160 ms chunk on which the turn was taken
     listen     that chunk's compute (encoder + adapter + LLM prefill + state head) and queueing
-    llm        turn taken -> enough reply text for the generator (suffix prefill + N tokens: N * d_llm)
+    llm        turn taken -> enough reply text for the generator (suffix prefill + N tokens: N * d_llm;
+               ~0 when the reply was speculated in the silence before the turn was taken)
     generator  text ready -> the first agent chunk of speech units (d_lm)
     decoder    first units -> first audible audio out of the decoder (d_fm + d_voc)
     playout    decoded -> played by the transport's 20 ms clock

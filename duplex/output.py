@@ -173,3 +173,21 @@ class OutputBuffer:
         self._queued = 0
         self.paused = False
         self._fade_out_pending = self._fade_in_pending = False
+
+
+def leading_quiet(samples: np.ndarray, rate: int, threshold_rms: float, window_ms: float = 5.0,
+                  keep_ms: float = 10.0) -> int:
+    """Samples of quiet before the first window whose RMS reaches ``threshold_rms``, less ``keep_ms``
+    (the onset keeps its lead-in); ``len(samples)`` when nothing is that loud."""
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    hop = max(1, int(round(rate * window_ms / 1000.0)))
+    n = len(x) // hop
+    if n:
+        rms = np.sqrt(np.mean(np.square(x[: n * hop].reshape(n, hop), dtype=np.float64), axis=1))
+        loud = np.flatnonzero(rms >= threshold_rms)
+        if len(loud):
+            return max(0, int(loud[0]) * hop - int(round(rate * keep_ms / 1000.0)))
+    tail = x[n * hop :]
+    if len(tail) and float(np.sqrt(np.mean(np.square(tail, dtype=np.float64)))) >= threshold_rms:
+        return max(0, n * hop - int(round(rate * keep_ms / 1000.0)))
+    return len(x)

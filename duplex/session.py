@@ -7,7 +7,8 @@ worker threads, one per model, see :mod:`duplex.workers`)::
                                  \\-> 160 ms chunks --> listen:   encoder+adapter+LLM prefill+state head   [llm worker]
                                                                user units -> generator context         [generator worker]
                                                     --> turn policy (chunk: take turn / barge-in / reject)
-    take_turn --> text:   begin_reply, decode N tokens per job                       [llm worker]
+    user silent --> speculate: copy of the listening context, first tokens      [llm worker, behind listening]
+    take_turn --> text:   begin_reply (or adopt the speculation), decode N tokens per job   [llm worker]
               --> units:  reply text -> generator steps while playout needs audio    [generator worker]
                           (listening: one step per input chunk keeps its timeline)
               --> speech: UnitsFrame queue -> decoder -> OutputBuffer                [tts worker]
@@ -36,7 +37,7 @@ from agent.duplex_model import DuplexModel, DuplexState, TextChunk
 from duplex.clock import Clock, RealClock
 from duplex.frames import FrameQueue, Interrupt, UnitsFrame
 from duplex.metrics import MetricsHub, TurnRecord
-from duplex.output import OutputBuffer
+from duplex.output import OutputBuffer, leading_quiet
 from duplex.turn_policy import Action, TurnPolicy
 from duplex.watchdog import LoopWatchdog
 from duplex.workers import BACKGROUND, LISTEN, REPLY, URGENT, CostModel, ModelWorker
@@ -66,6 +67,7 @@ class ReplyRun:
     """One reply, from the turn taken to its last sample played (or its cancellation)."""
 
     id: int
+    """Public reply number (events, turn records): consecutive over the replies taken."""
     trigger: str
     decided_at: float
     chunk_end: float
@@ -89,6 +91,14 @@ class ReplyRun:
     emotion: str = ""
     paused_at: float | None = None
     """Input time the agent's audio was paused for a candidate barge-in (None = not paused)."""
+    key: int = -1
+    """The LLM side's name for this reply's text (speculated replies that were dropped have one too)."""
+    speculative: bool = False
+    """Decoded ahead of the turn (``runtime.speculate_tokens``): not the reply until committed."""
+    committed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a speculative reply becomes the reply (its text task decodes on past the lead)."""
+    sounded: bool = False
+    """The decoder produced the reply's first audible sample (the lead-in quiet before it is trimmed)."""
 
 
 class DuplexSession:
@@ -121,7 +131,10 @@ class DuplexSession:
         self._tts_busy = False
         self._unit_wake = asyncio.Event()
         self._reply: ReplyRun | None = None
+        self._spec: ReplyRun | None = None
+        """A reply being decoded ahead of the turn while the user is silent (not yet the reply)."""
         self._next_reply = 0
+        self._next_key = 0
         self._state: AgentState = "listening"
         self._agent_audible_at: float | None = None
         self._stop_pending: tuple[float, float] | None = None  # (user onset, stop decided at)
@@ -199,6 +212,8 @@ class DuplexSession:
         rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
         self._apply(self.policy.on_frame(frame.timestamp + len(x) / self.input_rate, len(x) / self.input_rate,
                                          frame.speech, rms))
+        if self._spec is not None and self.policy.active and self.policy.active_run >= self.rc.policy.onset_s:
+            self._drop_spec()  # the user speaks on: the speculated reply answered an unfinished turn
         pos = 0
         while pos < len(x):
             if self._fill == 0:
@@ -252,6 +267,7 @@ class DuplexSession:
             for ch, res in zip(batch, results, strict=True):
                 self.listen_lag_max_s = max(self.listen_lag_max_s, now - ch.t_end)
                 self._apply(self.policy.on_chunk(ch.t_end, tuple(res.probs)), chunk_end=ch.t_end)
+            self._maybe_speculate()
             self._unit_wake.set()
 
     # -- policy actions ------------------------------------------------------------------------
@@ -295,12 +311,54 @@ class DuplexSession:
     def _take_turn(self, a: Action, chunk_end: float) -> None:
         if self._reply is not None:
             return
+        r, self._spec = self._spec, None
+        if r is not None:
+            # The reply decoded while the user was silent is the answer to this turn (no activity since).
+            r.speculative = False
+            self._next_reply += 1
+            r.trigger, r.decided_at, r.chunk_end = a.trigger, self._now(), chunk_end
+            r.user_end = a.detail.get("user_end")
+            self._reply = r
+            self._set_state("thinking")
+            self._spawn(self._run(self.factory.llm_worker, "commit", self.model.commit_speculation, self.st,
+                                  priority=URGENT), f"commit-{r.id}")
+            if r.text:
+                self._publish(text_event("agent", r.text, False, self._now()))
+            if r.llm_ended:
+                self._publish(text_event("agent", r.text.strip(), True, self._now()))
+            r.committed.set()
+            self._unit_wake.set()
+            return
         r = ReplyRun(id=self._next_reply, trigger=a.trigger, decided_at=self._now(), chunk_end=chunk_end,
                      user_end=a.detail.get("user_end"))
         self._next_reply += 1
         self._reply = r
         self._set_state("thinking")
+        r.key, self._next_key = self._next_key, self._next_key + 1
         r.text_task = self._spawn(self._text_task(r), f"text-{r.id}")
+
+    def _maybe_speculate(self) -> None:
+        """Start decoding a reply when the user has fallen silent after speaking (not yet the turn)."""
+        p = self.policy
+        if (self.rc.speculate_tokens <= 0 or self._spec is not None or self._reply is not None or self._closed
+                or p.mode != "listening" or not p.user_spoke or p.active
+                or p.inactive_run < self.rc.speculate_after_s - 1e-9):
+            return
+        r = ReplyRun(id=self._next_reply, trigger="speculative", decided_at=self._now(), chunk_end=self._now(),
+                     user_end=p.last_active_end, key=self._next_key, speculative=True)
+        self._next_key += 1  # the reply number is given when (if) the turn is taken
+        self._spec = r
+        r.text_task = self._spawn(self._text_task(r), f"spec-{r.key}")
+
+    def _drop_spec(self) -> None:
+        r, self._spec = self._spec, None
+        if r is None:
+            return
+        r.cancelled = True
+        if r.text_task is not None and not r.text_task.done():
+            r.text_task.cancel()
+        self._spawn(self._run(self.factory.llm_worker, "cancel", self.model.cancel_text, self.st, r.key,
+                              priority=LISTEN), f"drop-{r.key}")
 
     def _cancel(self, r: ReplyRun, reason: str) -> None:
         r.cancelled = True
@@ -319,31 +377,39 @@ class DuplexSession:
 
     async def _cleanup(self, r: ReplyRun) -> None:
         await asyncio.gather(
-            self._run(self.factory.llm_worker, "cancel", self.model.cancel_text, self.st, priority=LISTEN),
+            self._run(self.factory.llm_worker, "cancel", self.model.cancel_text, self.st, r.key, priority=LISTEN),
             self._run(self.factory.gen_worker, "cancel", self.model.cancel_units, self.st, priority=LISTEN),
         )
 
     # -- reply: text ----------------------------------------------------------------------------
     async def _text_task(self, r: ReplyRun) -> None:
         llm = self.factory.llm_worker
-        await self._run(llm, "begin_reply", self.model.begin_reply, self.st, r.id, priority=URGENT)
+        if r.speculative:
+            # Behind every listening step: a guess must never delay hearing the user.
+            await self._run(llm, "begin_reply", self.model.speculate_reply, self.st, r.key, priority=REPLY)
+        else:
+            await self._run(llm, "begin_reply", self.model.begin_reply, self.st, r.key, priority=URGENT)
         n = max(1, self.rc.tokens_per_job)
         while not r.cancelled:
+            if r.speculative and r.tokens >= self.rc.speculate_tokens:
+                await r.committed.wait()  # enough guessed: decode on once the turn is taken
+                continue
             # Until the reply is heard, its first words are the critical path: they go ahead of
             # listening steps (the frame-level VAD still catches a user who resumes meanwhile).
-            prio = URGENT if r.played_at is None else REPLY
+            prio = REPLY if r.speculative or r.played_at is not None else URGENT
             chunk: TextChunk = await self._run(llm, "decode", self.model.decode, self.st, n, priority=prio, units=n)
             if r.cancelled:
                 return
             r.pending_text.append(chunk)
             r.tokens += len(chunk.tokens)
             r.text += chunk.text
-            if chunk.text:
+            if chunk.text and not r.speculative:
                 self._publish(text_event("agent", chunk.text, False, self._now()))
             self._unit_wake.set()
             if chunk.ended:
                 r.llm_ended = True
-                self._publish(text_event("agent", r.text.strip(), True, self._now()))
+                if not r.speculative:  # else published when committed
+                    self._publish(text_event("agent", r.text.strip(), True, self._now()))
                 return
 
     # -- reply: units ---------------------------------------------------------------------------
@@ -426,6 +492,10 @@ class DuplexSession:
                 self._tts_busy = False
             if r.cancelled or self._reply is not r:
                 continue
+            if not r.sounded:
+                cut = leading_quiet(audio, self.output_rate, self.output.audible_rms) if self.rc.leading_quiet_trim else 0
+                r.sounded = cut < len(audio)
+                audio = audio[cut:]
             self.output.push(r.id, audio, final=f.final)
             if r.first_audio_at is None and len(audio) and float(np.max(np.abs(audio))) >= self.output.audible_rms:
                 r.first_audio_at = self._now()
@@ -520,8 +590,9 @@ class DuplexSession:
         if self._closed:
             return
         self._closed = True
-        if self._reply is not None:
-            self._reply.cancelled = True
+        for r in (self._reply, self._spec):
+            if r is not None:
+                r.cancelled = True
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()

@@ -63,6 +63,30 @@ def test_listening_while_answering_does_not_change_the_answer(model):
     assert llm_len == prompt + 6 * model.positions_per_chunk
 
 
+def test_a_speculated_reply_equals_the_reply_and_leaves_listening_untouched(model):
+    audio = _audio(7, seed=3)
+    plain, spec = model.new_state(), model.new_state()
+    for st in (plain, spec):
+        model.listen_chunks(st, audio[: 4 * 2560], [False] * 4)
+    model.begin_reply(plain, reply_id=0)
+    ref = model.decode(plain, 6)
+    # Speculate, listen on (the listening context must move on as if nothing happened), then commit.
+    ref_listen = model.listen_chunks(model.new_state(), audio[: 6 * 2560], [False] * 6)
+    model.speculate_reply(spec, reply_id=0)
+    first = model.decode(spec, 2)
+    model.cancel_text(spec, reply_id=7)  # a late cleanup of another reply: no effect
+    assert spec.reply is not None and spec.reply.id == 0 and not spec.reply.ended
+    got = model.listen_chunks(spec, audio[4 * 2560 : 6 * 2560], [False] * 2)
+    torch.testing.assert_close(torch.tensor(np.stack([r.probs for r in got])),
+                               torch.tensor(np.stack([r.probs for r in ref_listen[4:]])), atol=2e-5, rtol=1e-4)
+    rest = model.decode(spec, 4)
+    assert first.tokens + rest.tokens == ref.tokens
+    torch.testing.assert_close(torch.cat([first.hidden, rest.hidden]), ref.hidden)
+    assert not spec.needs_restart
+    model.commit_speculation(spec)
+    assert spec.needs_restart
+
+
 def test_step_speaks_after_interrupt_and_stops_on_barge_in(model):
     st = model.new_state()
     script = {3: INTERRUPT, 14: CONTINUE}

@@ -14,7 +14,7 @@ import pytest
 from duplex.clock import EventClock
 from duplex.frames import AudioOutFrame, EndOfReply, FrameQueue, Interrupt, SetEmotion, UnitsFrame
 from duplex.metrics import MetricsHub, TurnRecord
-from duplex.output import OutputBuffer
+from duplex.output import OutputBuffer, leading_quiet
 from duplex.turn_policy import PolicyConfig, TurnPolicy
 from duplex.watchdog import LoopWatchdog
 from duplex.workers import LISTEN, REPLY, URGENT, CostModel, ModelWorker
@@ -198,6 +198,19 @@ def _frames(policy: TurnPolicy, t0: float, t1: float, active: bool) -> list:
         acts += policy.on_frame(t + F, F, active, 0.1 if active else 0.0)
         t += F
     return acts
+
+
+def test_leading_quiet_keeps_10ms_before_the_first_sound():
+    rate = 22050
+    x = np.zeros(rate // 4, np.float32)  # 250 ms
+    x[: rate // 10] = 1e-4  # 100 ms of -80 dBFS hiss, then a tone from 100 ms
+    x[rate // 10 :] = 0.1 * np.sin(2 * np.pi * 200 * np.arange(len(x) - rate // 10) / rate)
+    thr = 10 ** (-45 / 20)
+    cut = leading_quiet(x, rate, thr)
+    assert abs(cut / rate - 0.09) <= 0.006  # the onset at 100 ms, less the 10 ms kept
+    assert leading_quiet(x[: rate // 10], rate, thr) == rate // 10  # all quiet: all of it
+    assert leading_quiet(x[rate // 10 :], rate, thr) == 0  # loud from the start: nothing
+    assert leading_quiet(np.zeros(0, np.float32), rate, thr) == 0
 
 
 def test_policy_takes_turn_on_head_only_after_user_speech():

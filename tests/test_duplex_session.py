@@ -93,10 +93,11 @@ def test_question_is_answered_on_a_deterministic_timeline(factory, speech):
     assert sum(resp["parts"].values()) == pytest.approx(resp["ms"], abs=0.5)
     assert resp["parts"]["listen"] == pytest.approx(1000 * COSTS["listen"], abs=0.5)
     assert resp["trigger"] == "state_head"
-    # Agent audio only after the question.
-    act = a.agent_activity()
-    first = np.flatnonzero(act)[0] * 0.01
-    assert first >= q.speech_end and first == pytest.approx(states[2][0], abs=0.03)
+    # Agent audio only after the question; "speaking" is announced with its first audible frame
+    # (the session's own audibility level, -45 dBFS).
+    first = np.flatnonzero(a.agent_activity())[0] * 0.01
+    first_audible = np.flatnonzero(a.agent_activity(dbfs=-45.0))[0] * 0.01
+    assert first >= q.speech_end and first_audible == pytest.approx(states[2][0], abs=0.03)
     assert any(e["type"] == "reply_done" for _, e in a.events)
 
 
@@ -125,6 +126,74 @@ def test_a_backchannel_does_not_stop_the_agent(factory, speech):
     bc = r.played[1]
     act = r.agent_activity()
     assert act[int((bc.end + 0.3) * 100) :].any()  # still speaking after the mm-hm
+
+
+def _with_runtime(factory, **changes):
+    """Run a session test under changed runtime settings (sessions read them when created)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        saved = factory.cfg
+        factory.cfg = dataclasses.replace(saved, runtime=dataclasses.replace(saved.runtime, **changes))
+        try:
+            yield
+        finally:
+            factory.cfg = saved
+
+    return ctx()
+
+
+def test_speculating_the_reply_in_the_silence_takes_the_llm_off_the_response_time(factory, speech):
+    script = [_say(speech, "question", at=0.3)]
+    off = _run(factory, script, max_s=12.0)
+    with _with_runtime(factory, speculate_tokens=6):
+        on = _run(factory, script, max_s=12.0)
+
+    def response(r):
+        [rec] = [e for _, e in r.events if e["type"] == "turn" and e["kind"] == "response"]
+        return rec
+
+    # The head fires on the same chunk either way; with speculation the first words already exist.
+    assert response(on)["parts"]["endpoint"] == pytest.approx(response(off)["parts"]["endpoint"])
+    assert response(off)["parts"]["llm"] >= 1000 * (COSTS["begin_reply"] + 2 * COSTS["decode"]) - 0.5
+    assert response(on)["parts"]["llm"] == pytest.approx(0.0, abs=0.5)
+    assert response(on)["ms"] < response(off)["ms"] - 30
+    # Same words: the reply decoded ahead of the turn is the reply.
+    final = [[e["text"] for _, e in r.events if e["type"] == "text" and e["final"]] for r in (on, off)]
+    assert final[0] == final[1] and len(final[0]) == 1
+
+
+def test_a_speculated_reply_is_dropped_unheard_when_the_user_speaks_on(factory, speech):
+    audio, ws, we = speech["question"]
+    # "What is the capital" ... 0.6 s ... "of France?": the head (a script oracle) keeps listening
+    # through the pause, in which the agent speculates a reply that must be dropped unseen.
+    cut = int(16000 * (ws + 0.55 * (we - ws)))
+    first = Say(audio[:cut], at=0.3, name="part1")
+    second = Say(audio[cut:], at=0.3 + cut / 16000 + 0.6, name="question")
+    head = TimelineHead(kinds={"part1": "pause"})
+    spec_jobs = factory.llm_worker.stats["begin_reply"].jobs
+    factory.model.head_override = head
+    from speech_io.webrtc.server import make_detector
+
+    async def main():
+        return await run_script(factory, [first, second], EventClock(), detector=make_detector(factory.cfg.vad),
+                                played=head.played, max_s=14.0)
+
+    try:
+        with _with_runtime(factory, speculate_tokens=6):
+            r = asyncio.run(main())
+    finally:
+        factory.model.head_override = None
+    assert factory.llm_worker.stats["begin_reply"].jobs - spec_jobs >= 2  # one dropped, one taken
+    second_end = r.played[1].speech_end
+    texts = [(t, e) for t, e in r.events if e["type"] == "text" and e.get("role", "agent") == "agent"]
+    assert texts and all(e["t"] >= second_end for _, e in texts)  # nothing of the dropped guess was shown
+    turns = [e for _, e in r.events if e["type"] == "turn"]
+    assert [e["kind"] for e in turns] == ["response"] and turns[0]["turn"] == 0
+    assert [e["reply"] for _, e in r.events if e["type"] == "reply_done"] == [0]
+    act = r.agent_activity()
+    assert not act[: int(second_end * 100)].any()
 
 
 def test_one_sessions_barge_in_never_touches_another(factory, speech):
