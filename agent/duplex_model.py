@@ -97,15 +97,6 @@ def emotion_from_text(text: str, available: set[str] | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # State and results
 # ---------------------------------------------------------------------------------------------
-def copy_context(src: LLMState, dst: LLMState) -> None:
-    """Make ``dst`` (same shapes) hold ``src``'s context: its used KV slots, lengths and positions."""
-    n = int(src.lengths.max())
-    dst.cache.keys_buf[:, :, :, :n].copy_(src.cache.keys_buf[:, :, :, :n])
-    dst.cache.values_buf[:, :, :, :n].copy_(src.cache.values_buf[:, :, :, :n])
-    dst.lengths.copy_(src.lengths)
-    dst.positions.copy_(src.positions)
-
-
 @dataclass
 class ReplyText:
     """The LLM side of one reply (lives in ``DuplexState.reply``)."""
@@ -338,7 +329,7 @@ class DuplexModel:
         listening = state.listener["llm"]
         with installed(self.listener, state.listener):
             self._ensure_listening_context(state)
-        copy_context(listening, state.spare)  # type: ignore[arg-type]
+        state.spare.copy_from(listening)  # type: ignore[arg-type]
         state.listener["llm"] = state.spare
         try:
             with installed(self.listener, state.listener):

@@ -84,6 +84,14 @@ class LLMState(StreamingState):
         self.lengths[mask] = 0
         self.positions[mask] = 0
 
+    def copy_from(self, src: LLMState) -> None:
+        """Hold ``src``'s context (same shapes): its used KV slots, lengths and positions."""
+        n = int(src.lengths.max())
+        self.cache.keys_buf[:, :, :, :n].copy_(src.cache.keys_buf[:, :, :, :n])
+        self.cache.values_buf[:, :, :, :n].copy_(src.cache.values_buf[:, :, :, :n])
+        self.lengths.copy_(src.lengths)
+        self.positions.copy_(src.positions)
+
 
 @dataclass
 class LLMOutput:

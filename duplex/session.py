@@ -312,30 +312,35 @@ class DuplexSession:
         if self._reply is not None:
             return
         r, self._spec = self._spec, None
-        if r is not None:
-            # The reply decoded while the user was silent is the answer to this turn (no activity since).
-            r.speculative = False
-            self._next_reply += 1
-            r.trigger, r.decided_at, r.chunk_end = a.trigger, self._now(), chunk_end
-            r.user_end = a.detail.get("user_end")
-            self._reply = r
-            self._set_state("thinking")
-            self._spawn(self._run(self.factory.llm_worker, "commit", self.model.commit_speculation, self.st,
-                                  priority=URGENT), f"commit-{r.id}")
-            if r.text:
-                self._publish(text_event("agent", r.text, False, self._now()))
-            if r.llm_ended:
-                self._publish(text_event("agent", r.text.strip(), True, self._now()))
-            r.committed.set()
-            self._unit_wake.set()
-            return
-        r = ReplyRun(id=self._next_reply, trigger=a.trigger, decided_at=self._now(), chunk_end=chunk_end,
-                     user_end=a.detail.get("user_end"))
+        # A reply decoded while the user was silent is the answer to this turn (no activity since).
+        adopted = r is not None
+        if r is None:
+            r = self._new_run()
+        r.speculative = False
+        r.trigger, r.decided_at, r.chunk_end, r.user_end = a.trigger, self._now(), chunk_end, a.detail.get("user_end")
         self._next_reply += 1
         self._reply = r
         self._set_state("thinking")
-        r.key, self._next_key = self._next_key, self._next_key + 1
-        r.text_task = self._spawn(self._text_task(r), f"text-{r.id}")
+        if not adopted:
+            r.text_task = self._spawn(self._text_task(r), f"text-{r.id}")
+            return
+        self._spawn(self._run(self.factory.llm_worker, "commit", self.model.commit_speculation, self.st,
+                              priority=URGENT), f"commit-{r.id}")
+        if r.text:
+            self._publish(text_event("agent", r.text, False, self._now()))
+        if r.llm_ended:
+            self._publish(text_event("agent", r.text.strip(), True, self._now()))
+        r.committed.set()
+        self._unit_wake.set()
+
+    def _new_run(self, speculative: bool = False) -> ReplyRun:
+        """A reply run with the next LLM key; its public number is the next reply's (given when the
+        turn is taken: a dropped speculation leaves no gap)."""
+        r = ReplyRun(id=self._next_reply, trigger="speculative" if speculative else "", decided_at=self._now(),
+                     chunk_end=self._now(), user_end=self.policy.last_active_end, key=self._next_key,
+                     speculative=speculative)
+        self._next_key += 1
+        return r
 
     def _maybe_speculate(self) -> None:
         """Start decoding a reply when the user has fallen silent after speaking (not yet the turn)."""
@@ -344,10 +349,7 @@ class DuplexSession:
                 or p.mode != "listening" or not p.user_spoke or p.active
                 or p.inactive_run < self.rc.speculate_after_s - 1e-9):
             return
-        r = ReplyRun(id=self._next_reply, trigger="speculative", decided_at=self._now(), chunk_end=self._now(),
-                     user_end=p.last_active_end, key=self._next_key, speculative=True)
-        self._next_key += 1  # the reply number is given when (if) the turn is taken
-        self._spec = r
+        r = self._spec = self._new_run(speculative=True)
         r.text_task = self._spawn(self._text_task(r), f"spec-{r.key}")
 
     def _drop_spec(self) -> None:
