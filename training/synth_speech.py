@@ -7,7 +7,9 @@ unseen voices and unseen text.
 
 Episodes are whole synthetic dialogues on the *user* channel, labelled per 160 ms chunk by the
 shared contract (see ``label_chunks``); the agent's speech is only present as the per-chunk
-"agent speaking" flag (the user channel is echo-free).
+"agent speaking" flag (the user channel is echo-free). A mid-turn pause is silence inserted at a
+word boundary (after a word that leaves the sentence unfinished) of one rendering of the whole
+sentence (``speak_with_pause``), so the words before it keep their mid-sentence prosody.
 
 This generator exists so every stage can be built and tested before the project's full corpus
 (``training.data``) lands; ``python -m training.synth_speech --out DIR`` writes one.
@@ -158,6 +160,45 @@ def _split_for_pause(rng: random.Random, text: str) -> tuple[str, str] | None:
     return " ".join(words[:i]), " ".join(words[i:])
 
 
+def speak_with_pause(first: str, rest: str, voice: str, rate: int = 170, pitch: int = 50
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The sentence ``first rest`` rendered once and cut between the two parts; None when the
+    boundary cannot be located. The caller puts the mid-turn pause between the two pieces.
+
+    Rendering the sentence in one piece keeps espeak's mid-clause prosody at the cut: the words
+    before the pause do not get the sentence-final fall they get when rendered alone, and a
+    speaker who stops mid-sentence does not produce one either. (``bench duplex`` makes its pause
+    material the same way, so training and the runtime benchmark now agree.)
+    """
+    from agent.phonemize import normalize_text
+    from agent.word_timing import sentence_words
+    from training.data.voices import EspeakEngine, VoiceSpec
+
+    spec = VoiceSpec("espeak", name=voice, pitch=float(pitch - 50), speed=rate / 175)
+    rendered = EspeakEngine().render(spec, f"{first} {rest}")
+    k = len(sentence_words(normalize_text(first)))
+    if not 0 < k < len(rendered.words):
+        return None
+    a = resample(rendered.audio, rendered.sample_rate, SR).astype(np.float32)
+    hop = SR // 100
+    lo = max(0, int((rendered.words[k - 1].end - 0.03) * SR))
+    hi = min(len(a), int((rendered.words[k].start + 0.03) * SR))
+    if hi - lo < hop:
+        return None
+    # Cut at the quietest 10 ms around the word boundary (robust to small alignment errors).
+    frames = a[lo : lo + (hi - lo) // hop * hop].reshape(-1, hop)
+    at = lo + hop * int(np.argmin((frames**2).mean(axis=1))) + hop // 2
+    voiced = np.flatnonzero(np.abs(a) > 0.01)
+    if not len(voiced) or not voiced[0] < at < voiced[-1]:
+        return None
+    # Trim to the voiced part (+10 ms) like `espeak`, and each piece at the cut too.
+    head, tail = a[max(0, voiced[0] - 160) : at], a[at : voiced[-1] + 160]
+    vh, vt = np.flatnonzero(np.abs(head) > 0.01), np.flatnonzero(np.abs(tail) > 0.01)
+    if not len(vh) or not len(vt):
+        return None
+    return head[: vh[-1] + 160].copy(), tail[max(0, vt[0] - 160) :].copy()
+
+
 def make_episode(rng: random.Random, split: str, sentences: list[str], exchanges: int = 3
                  ) -> tuple[np.ndarray, Timeline]:
     """One synthetic dialogue on the user channel (float32 audio, timeline)."""
@@ -176,17 +217,14 @@ def make_episode(rng: random.Random, split: str, sentences: list[str], exchanges
     for _ in range(exchanges):
         # The user's turn (or the rest of a barge-in), possibly with a mid-turn pause.
         text = rng.choice(sentences)
-        parts = [text]
-        if rng.random() < 0.45:
-            split_parts = _split_for_pause(rng, text)
-            if split_parts:
-                parts = list(split_parts)
-        for j, part in enumerate(parts):
+        split_parts = _split_for_pause(rng, text) if rng.random() < 0.45 else None
+        pieces_ = speak_with_pause(*split_parts, voice, rate, pitch) if split_parts else None
+        for j, piece in enumerate(pieces_ or [espeak(text, voice, rate, pitch)]):
             if j:
                 gap = rng.uniform(0.5, 1.4)  # mid-turn pause: the sentence is unfinished (continue)
                 tl.events.append((t, t + gap, "pause"))
                 t += gap
-            t = put(t, espeak(part, voice, rate, pitch), "speech")
+            t = put(t, piece, "speech")
         e = t
         r = _snap_up(e + rng.uniform(0.25, 0.7))
         tl.turn_ends.append((e, r))
