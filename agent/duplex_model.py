@@ -275,8 +275,7 @@ class DuplexModel:
                 flags = torch.tensor(agent_speaking, dtype=embeds.dtype).repeat_interleave(p)
                 embeds = embeds + flags[None, :, None] * speech.speaking
                 hidden = self.llm.prefill(embeds).hidden[:, p - 1 :: p]  # (1, n, D): each chunk's last position
-                logits = speech.state_head(hidden)
-                self.listener.streaming_state.chunks += n
+                logits = self.listener.decide(hidden)
         probs = torch.softmax(logits[0].float(), -1).numpy()
         out = []
         dt = time.perf_counter() - t0

@@ -49,7 +49,7 @@ class SpeechInput(nn.Module):
         self.ctc = nn.Linear(cfg.encoder.d_model, len(CTC_CHARS) + 1)
         self.prompt = nn.Parameter(torch.randn(cfg.state_head.prompt_len, llm_dim) * embed_rms)
         self.speaking = nn.Parameter(torch.zeros(llm_dim))
-        self.state_head = StateHead(llm_dim, cfg.state_head.hidden)
+        self.state_head = StateHead(llm_dim, cfg.state_head.hidden, cfg.state_head.context_chunks)
         if self.encoder.block % cfg.adapter.stack:
             raise ValueError(f"adapter.stack {cfg.adapter.stack} must divide the {self.encoder.block} frames of a chunk")
         self.positions_per_chunk = self.encoder.block // cfg.adapter.stack
@@ -178,10 +178,14 @@ class ListenerState(StreamingState):
     """(B,) speech chunks prefilled per row since its context was (re)started."""
     started: torch.Tensor
     """(B,) whether the row's prefix + prompt are in the LLM cache."""
+    past: torch.Tensor
+    """(B, context - 1, D_llm) hidden states of the last chunks, oldest first (the state head's
+    window; valid rows: the last ``min(chunks, context - 1)``)."""
 
     def reset(self, mask: torch.Tensor) -> None:
         self.chunks[mask] = 0
         self.started[mask] = False
+        self.past[mask] = 0
 
 
 class SpeechListener(StreamingModule[ListenerState]):
@@ -209,8 +213,21 @@ class SpeechListener(StreamingModule[ListenerState]):
         self.layout = layout
 
     def _init_streaming_state(self, batch_size: int) -> ListenerState:
+        k = self.speech.state_head.context
         return ListenerState(batch_size=batch_size, chunks=torch.zeros(batch_size, dtype=torch.long),
-                             started=torch.zeros(batch_size, dtype=torch.bool))
+                             started=torch.zeros(batch_size, dtype=torch.bool),
+                             past=torch.zeros(batch_size, k - 1, self.llm.hidden_size))
+
+    def decide(self, hidden: torch.Tensor) -> torch.Tensor:
+        """State-head logits (B, n, 3) of the next n chunks' hidden states (B, n, D), with the
+        window of chunks before them; advances the chunk count and the window."""
+        st = self.streaming_state
+        head = self.speech.state_head
+        logits = head(hidden, st.past, st.chunks) if head.context > 1 else head(hidden)
+        if head.context > 1:
+            st.past.copy_(torch.cat([st.past, hidden.float()], dim=1)[:, -(head.context - 1) :])
+        st.chunks += hidden.shape[1]
+        return logits
 
     def _start_rows(self) -> None:
         """Prefill prefix + prompt embeddings into every row's cache (rows restart together)."""
@@ -230,7 +247,6 @@ class SpeechListener(StreamingModule[ListenerState]):
     @torch.no_grad()
     def step(self, audio: torch.Tensor, agent_speaking: torch.Tensor | None = None) -> ChunkResult:
         """One chunk (B, chunk_samples) of 16 kHz audio -> state decision (see ``ChunkResult``)."""
-        st = self.streaming_state
         if audio.shape[-1] != self.speech.chunk_samples:
             raise ValueError(f"listener step takes one chunk of {self.speech.chunk_samples} samples, got {audio.shape[-1]}")
         self._start_rows()
@@ -240,8 +256,7 @@ class SpeechListener(StreamingModule[ListenerState]):
             embeds = embeds + agent_speaking.to(embeds.dtype)[:, None, None] * self.speech.speaking
         out = self.llm.prefill(embeds)
         hidden = out.hidden[:, -1]
-        logits = self.speech.state_head(hidden)
-        st.chunks += 1
+        logits = self.decide(hidden[:, None])[:, 0]
         return ChunkResult(logits=logits, state=logits.argmax(-1), hidden=hidden)
 
     @torch.no_grad()

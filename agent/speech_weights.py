@@ -44,16 +44,22 @@ def save_weights(speech: SpeechInput, path: str | Path, meta: dict | None = None
     return path
 
 
-def load_weights(speech: SpeechInput, path: str | Path, strict_keys: bool = False) -> list[str]:
+def load_weights(speech: SpeechInput, path: str | Path, strict_keys: bool = False,
+                 fresh_if_reshaped: tuple[str, ...] = ()) -> list[str]:
     """Load tensors from ``path`` into ``speech`` (cast to its dtypes). Returns the names loaded.
 
-    A file may hold a subset (e.g. a stage-1 checkpoint has no state head); shapes must match.
+    A file may hold a subset (e.g. a stage-1 checkpoint has no state head); shapes must match,
+    except for names under ``fresh_if_reshaped``, which keep their fresh values when the shape
+    differs (a stage that trains a part from scratch, e.g. a wider state head, from an init file).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no speech-input weights at {path}")
     tensors = load_file(str(path))
     own = speech.state_dict()
+    if fresh_if_reshaped:
+        tensors = {k: v for k, v in tensors.items()
+                   if not (k.startswith(fresh_if_reshaped) and k in own and tuple(v.shape) != tuple(own[k].shape))}
     unknown = [k for k in tensors if k not in own]
     if unknown:
         raise AssetError(f"{path}: tensors {unknown[:3]} do not belong to this speech input (config mismatch?)")
@@ -61,7 +67,7 @@ def load_weights(speech: SpeechInput, path: str | Path, strict_keys: bool = Fals
     if bad:
         k = bad[0]
         raise AssetError(f"{path}: {k} has shape {tuple(tensors[k].shape)}, model expects {tuple(own[k].shape)} "
-                         "(trained for another preset?)")
+                         "(trained for another preset, or another speech.state_head.context_chunks?)")
     if strict_keys:
         missing = [k for k in own if k not in tensors]
         if missing:

@@ -26,15 +26,45 @@ STATE_NAMES = ("continue", "interrupt", "reject")
 
 
 class StateHead(nn.Module):
-    """(..., D_llm) hidden states -> (..., 3) logits over CONTINUE / INTERRUPT / REJECT."""
+    """Hidden states of consecutive chunks -> per-chunk logits over CONTINUE / INTERRUPT / REJECT.
 
-    def __init__(self, llm_dim: int, hidden: int = 256) -> None:
+    With ``context`` > 1 the decision on a chunk reads the hidden states of that chunk and of the
+    ``context - 1`` chunks before it in the same listening context (concatenated, newest first;
+    zeros before the context's first chunk). A mid-turn pause and an end of turn look alike a few
+    chunks into the silence; the chunks that held the last words are where they differ, and the
+    LLM's state at the silent chunk carries them only weakly (agent/weights/speech-input-default.md).
+    """
+
+    def __init__(self, llm_dim: int, hidden: int = 256, context: int = 1) -> None:
         super().__init__()
+        if context < 1:
+            raise ValueError(f"state head context must be >= 1 chunk, got {context}")
+        self.context = context
         self.norm = nn.LayerNorm(llm_dim)
+        n_in = context * llm_dim
         if hidden > 0:
-            self.net: nn.Module = nn.Sequential(nn.Linear(llm_dim, hidden), nn.GELU(), nn.Linear(hidden, 3))
+            self.net: nn.Module = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, 3))
         else:
-            self.net = nn.Linear(llm_dim, 3)
+            self.net = nn.Linear(n_in, 3)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.net(self.norm(hidden.float()))
+    def forward(self, hidden: torch.Tensor, past: torch.Tensor | None = None,
+                past_len: torch.Tensor | None = None) -> torch.Tensor:
+        """``hidden`` (..., C, D): C consecutive chunks, the first one ``past_len`` chunks into its
+        context (0 when ``past`` is None). ``past`` (..., context - 1, D): the hidden states of the
+        chunks just before, oldest first; only the last ``past_len`` (...,) rows are used.
+        Returns (..., C, 3). With ``context`` 1, any (..., D) batch of single chunks works too.
+        """
+        x = self.norm(hidden.float())
+        if self.context == 1:
+            return self.net(x)
+        k, c = self.context, x.shape[-2]
+        if past is None:
+            prev = x.new_zeros(*x.shape[:-2], k - 1, x.shape[-1])
+        else:
+            prev = self.norm(past.float())
+            age = torch.arange(k - 1, 0, -1, device=x.device)  # chunks back from the first new one
+            valid = age <= past_len.to(x.device)[..., None]
+            prev = prev * valid[..., None].to(prev.dtype)
+        seq = torch.cat([prev, x], dim=-2)  # (..., k - 1 + C, D); chunk t at k - 1 + t
+        window = torch.cat([seq[..., k - 1 - j : k - 1 - j + c, :] for j in range(k)], dim=-1)
+        return self.net(window)

@@ -343,6 +343,11 @@ class StateHeadConfig:
     """Hidden width of the state head MLP; 0 = a single linear layer."""
     prompt_len: int = 8
     """Trainable prompt embeddings before the speech (stage 3; steer the LLM from transcribing to answering)."""
+    context_chunks: int = 1
+    """Chunks the head reads per decision: this one and the ones before it in the listening context
+    (agent/state_head.py). Changes the head's shape, so it must match the trained weights. An
+    8-chunk head trained by stage 3 did not keep more mid-turn pauses than a 1-chunk one
+    (agent/weights/speech-input-default.md, last section)."""
 
 
 @dataclass(kw_only=True)

@@ -11,15 +11,23 @@ import torch
 from agent.duplex_model import CONTINUE, INTERRUPT, REJECT, emotion_from_text
 
 
-@pytest.fixture(scope="module")
-def model(tiny_cfg):
+def _load(tiny_cfg, head_context: int = 1):
     import dataclasses
 
     from agent.duplex_model import load_duplex_model
 
     cfg = dataclasses.replace(tiny_cfg, runtime=dataclasses.replace(tiny_cfg.runtime, max_reply_s=2.0, max_tail_s=0.5))
+    if head_context != 1:
+        sc = cfg.speech
+        cfg = dataclasses.replace(cfg, speech=dataclasses.replace(
+            sc, state_head=dataclasses.replace(sc.state_head, context_chunks=head_context)))
     torch.set_num_threads(1)
     return load_duplex_model(cfg)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_cfg):
+    return _load(tiny_cfg)
 
 
 def _audio(n_chunks: int, seed: int = 0) -> np.ndarray:
@@ -39,6 +47,27 @@ def test_listening_several_chunks_at_once_equals_one_by_one(model):
     torch.testing.assert_close(torch.tensor(np.stack([r.probs for r in many])),
                                torch.tensor(np.stack([r.probs for r in one])), atol=2e-5, rtol=1e-4)
     assert [r.index for r in many] == [0, 1, 2, 3, 4]
+
+
+def test_window_head_listening_in_batches_equals_one_by_one_across_a_taken_turn(tiny_cfg):
+    """A 3-chunk state head keeps its window across batched listening and starts it afresh in
+    the next listening context, as training's segments do."""
+    m = _load(tiny_cfg, head_context=3)
+    audio = _audio(9, seed=4)
+    speaking = [False] * 9
+    a, b = m.new_state(), m.new_state()
+
+    def turn(st) -> None:  # take the turn: the next chunk restarts the listening context
+        m.begin_reply(st, reply_id=1)
+
+    one = [m.listen(a, audio[i * 2560 : (i + 1) * 2560], speaking[i]) for i in range(5)]
+    turn(a)
+    one += [m.listen(a, audio[i * 2560 : (i + 1) * 2560], speaking[i]) for i in range(5, 9)]
+    many = m.listen_chunks(b, audio[: 2 * 2560], speaking[:2]) + m.listen_chunks(b, audio[2 * 2560 : 5 * 2560], speaking[2:5])
+    turn(b)
+    many += m.listen_chunks(b, audio[5 * 2560 :], speaking[5:])
+    torch.testing.assert_close(torch.tensor(np.stack([r.probs for r in many])),
+                               torch.tensor(np.stack([r.probs for r in one])), atol=2e-5, rtol=1e-4)
 
 
 def test_listening_while_answering_does_not_change_the_answer(model):

@@ -19,10 +19,15 @@ from agent.state_head import StateHead
 from training.speech_eval import segment_inputs, state_logits_batch
 
 
-@pytest.fixture(scope="module")
-def tiny_speech(tiny_cfg, tiny_llm):
+@pytest.fixture(scope="module", params=[1, 3], ids=["head-1-chunk", "head-3-chunks"])
+def tiny_speech(request, tiny_cfg, tiny_llm):
+    """The tiny speech input with a 1-chunk state head and with a 3-chunk window head."""
+    import dataclasses
+
+    sc = tiny_cfg.speech
+    cfg = dataclasses.replace(sc, state_head=dataclasses.replace(sc.state_head, context_chunks=request.param))
     torch.manual_seed(0)
-    speech = build_speech_input(tiny_cfg.speech, tiny_llm).eval()
+    speech = build_speech_input(cfg, tiny_llm).eval()
     with torch.no_grad():  # a non-zero speaking vector and prompt so both paths must use them
         speech.speaking.normal_(0, 0.5)
     return speech
@@ -79,7 +84,7 @@ def test_weights_roundtrip_holds_no_llm_tensors(tmp_path, tiny_cfg, tiny_llm, ti
         np.prod(safe_open(str(path), "pt").get_slice(k).get_shape()) for k in keys if not k.endswith("embed_scale"))
     assert read_metadata(path)["stage"] == 3
     torch.manual_seed(1)
-    other = build_speech_input(tiny_cfg.speech, tiny_llm).eval()
+    other = build_speech_input(tiny_speech.cfg, tiny_llm).eval()
     audio = _audio(4, seed=2)
     assert not torch.allclose(other.speech_embeds(audio)[0], tiny_speech.speech_embeds(audio)[0])
     load_weights(other, path, strict_keys=True)
@@ -103,6 +108,26 @@ def test_state_head_reads_hidden():
     assert out.shape == (5, 3)
     assert not torch.allclose(out[0], out[1])
     torch.testing.assert_close(head(h[:2]), out[:2])
+
+
+def test_window_head_reads_exactly_its_window_of_chunks():
+    torch.manual_seed(0)
+    head = StateHead(16, hidden=8, context=3)
+    h = torch.randn(8, 16)
+    out = head(h)
+    assert out.shape == (8, 3)
+    for t in range(8):
+        for j in range(8):
+            g = h.clone()
+            g[j] = torch.randn(16)
+            moved = not torch.allclose(head(g)[t], out[t])
+            assert moved == (t - 3 < j <= t), (t, j)
+    # Streaming in pieces with the window carried over equals the whole run.
+    a = head(h[:5])
+    b = head(h[5:], h[3:5], torch.tensor(5))
+    torch.testing.assert_close(torch.cat([a, b]), out)
+    # Only `past_len` of the carried rows count (a context that is 1 chunk old).
+    torch.testing.assert_close(head(h[1:3], torch.stack([h[7], h[0]]), torch.tensor(1)), out[1:3])
 
 
 def test_restart_context_matches_training_segments(tiny_cfg, tiny_llm, tiny_speech):
@@ -151,3 +176,23 @@ def test_bundled_default_weights_load_through_the_card(default_cfg, llm):
     fresh = build_speech_input(default_cfg.speech, llm, load_weights=False)
     w = "state_head.net.0.weight"  # default preset: state_head.hidden = 256 (an MLP)
     assert (own[w] - fresh.state_dict()[w]).abs().max() > 1e-3
+
+
+def test_an_init_file_with_a_narrower_state_head_keeps_the_fresh_head(tmp_path, tiny_cfg, tiny_llm):
+    """Stage 3 can train a windowed head from a stage-2 file (1-chunk head): everything else loads."""
+    import dataclasses
+
+    from agent.assets import AssetError
+
+    narrow = build_speech_input(tiny_cfg.speech, tiny_llm).eval()
+    path = save_weights(narrow, tmp_path / "stage2.safetensors")
+    sc = tiny_cfg.speech
+    wide = build_speech_input(dataclasses.replace(sc, state_head=dataclasses.replace(sc.state_head, context_chunks=3)),
+                              tiny_llm).eval()
+    fresh = {k: v.clone() for k, v in wide.state_head.state_dict().items()}
+    with pytest.raises(AssetError, match="context_chunks"):
+        load_weights(wide, path)
+    loaded = load_weights(wide, path, fresh_if_reshaped=("state_head.",))
+    assert "state_head.net.0.weight" not in loaded and "state_head.norm.weight" in loaded
+    torch.testing.assert_close(wide.state_head.net[0].weight, fresh["net.0.weight"])
+    torch.testing.assert_close(wide.adapter.state_dict(), narrow.adapter.state_dict())

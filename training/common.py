@@ -29,14 +29,15 @@ def set_threads(stage: StageConfig) -> None:
         torch.set_num_threads(stage.num_threads)
 
 
-def load_models(cfg: AgentConfig, init: str | None, llm_dtype: str | None = None) -> tuple[FrozenLLM, SpeechInput]:
+def load_models(cfg: AgentConfig, init: str | None, llm_dtype: str | None = None,
+                fresh_if_reshaped: tuple[str, ...] = ()) -> tuple[FrozenLLM, SpeechInput]:
     """The frozen LLM (in ``llm_dtype`` if given) and an untrained-or-``init`` SpeechInput (never
-    the bundled weights: we train)."""
+    the bundled weights: we train). ``fresh_if_reshaped``: see ``load_weights``."""
     torch.manual_seed(cfg.seed)
     llm = load_llm(dataclasses.replace(cfg.llm, dtype=llm_dtype) if llm_dtype else cfg.llm)
     speech = build_speech_input(cfg.speech, llm, load_weights=False, init_pretrained=init is None)
     if init:
-        load_weights(speech, init)
+        load_weights(speech, init, fresh_if_reshaped=fresh_if_reshaped)
     return llm, speech
 
 

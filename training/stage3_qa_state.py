@@ -185,7 +185,8 @@ def setup(cfg: AgentConfig, data_dir: str | Path, run_dir: str | Path, init: str
     info = init_distributed()
     stage = cfg.speech.stage3
     set_threads(stage)
-    llm, speech = load_models(cfg, init, stage.llm_dtype)
+    # Stage 3 trains the state head; an init whose head has another window width gives none.
+    llm, speech = load_models(cfg, init, stage.llm_dtype, fresh_if_reshaped=("state_head.",))
     layout = ChatLayout.for_llm(llm, cfg.speech.transcribe_instruction)
     run_dir = Path(run_dir)
     # The typed answers are the targets (the dataset's, or computed once per corpus and LLM by rank 0).
