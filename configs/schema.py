@@ -529,8 +529,8 @@ class TurnPolicyConfig:
     instead of resuming at once. The head's first verdict comes ~100 ms into a sound, too early to
     tell "mm-hm" from the start of a real turn: resuming on it let the agent talk over real
     interruptions (`bench duplex`, barge-in stop p90: 1.57 s resuming at once, 0.11-0.24 s holding).
-    The price: the agent pauses for the length of a backchannel (p50 0.62 s) instead of talking
-    through it."""
+    The price: the agent pauses for the length of a backchannel plus ``resume_after_s`` (p50
+    0.80 s) instead of talking through it."""
     reject_max_s: float = 1.0
     """Activity over the agent lasting this long is a barge-in even though the head said *reject*
     (Full-Duplex-Bench counts an utterance of 1 s or more as taking the turn)."""
@@ -540,11 +540,15 @@ class TurnPolicyConfig:
     """Take the turn after this much silence following user speech even without the head (0 = off)."""
     onset_s: float = 0.04
     """Activity needed before the agent's audio pauses (on top of the VAD's own start delay)."""
-    resume_after_s: float = 0.3
-    """Inactivity that ends a candidate barge-in without confirmation (the agent resumes). 0.3 s,
-    not shorter: pauses between the words of one utterance run to ~0.25 s, and resuming in them
-    talked over real interruptions (`bench duplex`, barge-in stop p90 0.88 s at 0.16 s, 0.11-0.24 s
-    at 0.3 s); a sound that starts again within this time after a resume continues the same run."""
+    resume_after_s: float = 0.45
+    """Inactivity that ends a candidate barge-in without confirmation (the agent resumes); a sound
+    that starts again within this time after a resume continues the same run. 0.45 s, not shorter:
+    resuming inside a pause of the user's own words talked over real interruptions. Between words
+    the gaps run to ~0.25 s (`bench duplex`, barge-in stop p90 0.88 s at 0.16 s, 0.11-0.24 s at
+    0.3 s), but after "Wait," or "Hold on," they reach 0.3-0.45 s: at 0.3 s, 3 of 20 barge-ins
+    resumed there and were talked over for 1.1-1.8 s once replies started sooner (lead-in trim on),
+    and 0 of 20 at 0.45 s (two runs: p90 110 ms). The price: the agent stays paused 0.15 s longer
+    after a backchannel (p50 0.64 -> 0.80 s)."""
     bargein_max_s: float = 0.6
     """Activity over the agent (summed over the candidate, gaps shorter than ``resume_after_s``
     bridged) that counts as a barge-in even without the head."""
@@ -585,13 +589,12 @@ class RuntimeConfig:
     speculate_after_s: float = 0.12
     """Silence after user speech before a reply is speculated: longer than most gaps between words
     (each speculation dropped costs an LLM prefill and a decode job)."""
-    leading_quiet_trim: bool = False
+    leading_quiet_trim: bool = True
     """Drop the quiet samples before a reply's first audible sound (keeping 10 ms), so the reply is
     heard as soon as the decoder has sound rather than after its ~65 ms lead-in silence (`bench duplex`:
-    playout part 78-81 -> 11-14 ms, response p50 687 -> 637 ms). Off by default: with it on, more real
-    interruptions were talked over after a pause in the user's words (barge-in stop p90 over 1 s in 3
-    of 5 runs vs 0 of 3 without; an A/B of the 20 barge-ins: 3 vs 1 over 1 s); the cause is not
-    isolated yet."""
+    playout part 78-81 -> 11-14 ms, response p50 687 -> 637 ms). With ``policy.resume_after_s`` at
+    0.3 s it made more real interruptions get talked over (barge-in stop p90 over 1 s in 3 of 5 runs):
+    those agents resumed in the pause after "Wait,"; at 0.45 s none did (see there)."""
     max_ahead_chunks: int = 3
     """Chunks the generator may run ahead of the user's audio (it predicts the user's units meanwhile)."""
     max_reply_s: float = 30.0
