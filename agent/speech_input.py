@@ -223,7 +223,7 @@ class SpeechListener(StreamingModule[ListenerState]):
         window of chunks before them; advances the chunk count and the window."""
         st = self.streaming_state
         head = self.speech.state_head
-        logits = head(hidden, st.past, st.chunks) if head.context > 1 else head(hidden)
+        logits = head(hidden, st.past, st.chunks)
         if head.context > 1:
             st.past.copy_(torch.cat([st.past, hidden.float()], dim=1)[:, -(head.context - 1) :])
         st.chunks += hidden.shape[1]

@@ -180,14 +180,12 @@ def leading_quiet(samples: np.ndarray, rate: int, threshold_rms: float, window_m
     """Samples of quiet before the first window whose RMS reaches ``threshold_rms``, less ``keep_ms``
     (the onset keeps its lead-in); ``len(samples)`` when nothing is that loud."""
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    if not len(x):
+        return 0
     hop = max(1, int(round(rate * window_ms / 1000.0)))
-    n = len(x) // hop
-    if n:
-        rms = np.sqrt(np.mean(np.square(x[: n * hop].reshape(n, hop), dtype=np.float64), axis=1))
-        loud = np.flatnonzero(rms >= threshold_rms)
-        if len(loud):
-            return max(0, int(loud[0]) * hop - int(round(rate * keep_ms / 1000.0)))
-    tail = x[n * hop :]
-    if len(tail) and float(np.sqrt(np.mean(np.square(tail, dtype=np.float64)))) >= threshold_rms:
-        return max(0, n * hop - int(round(rate * keep_ms / 1000.0)))
-    return len(x)
+    starts = np.arange(0, len(x), hop)  # the last window may be shorter
+    energy = np.add.reduceat(np.square(x, dtype=np.float64), starts)
+    loud = np.flatnonzero(np.sqrt(energy / np.diff(starts, append=len(x))) >= threshold_rms)
+    if not len(loud):
+        return len(x)
+    return max(0, int(starts[loud[0]]) - int(round(rate * keep_ms / 1000.0)))

@@ -20,12 +20,9 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
-import io
 import json
 import os
 import random
-import subprocess
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,18 +47,29 @@ DANGLING = {"the", "a", "an", "to", "and", "of", "in", "is", "my", "your", "beca
 
 
 def espeak(text: str, voice: str, rate: int = 170, pitch: int = 50) -> np.ndarray:
-    """espeak-ng -> float32 mono at 16 kHz."""
-    raw = subprocess.run(["espeak-ng", "--stdout", "-v", voice, "-s", str(rate), "-p", str(pitch), text],
-                         capture_output=True, check=True, timeout=60).stdout
-    with wave.open(io.BytesIO(raw)) as w:
-        sr = w.getframerate()
-        a = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(np.float32) / 32768.0
+    """espeak-ng -> float32 mono at 16 kHz, trimmed to the voiced part (+10 ms each side)."""
+    from training.data.voices import EspeakEngine
+
+    a, sr = EspeakEngine()._run(_spec(voice, rate, pitch), text)
     a = resample(a, sr, SR)
-    # espeak pads ~50-100 ms of silence at both ends; trim to the voiced part (+10 ms).
+    # espeak pads ~50-100 ms of silence at both ends.
+    span = _voiced_span(a)
+    return (a[span[0] : span[1]] if span else a).astype(np.float32)
+
+
+def _spec(voice: str, rate: int, pitch: int):
+    """This module's (voice, words per minute, 0-99 pitch) as the data issue's espeak `VoiceSpec`."""
+    from training.data.voices import VoiceSpec
+
+    return VoiceSpec("espeak", name=voice, pitch=float(pitch - 50), speed=rate / 175)
+
+
+def _voiced_span(a: np.ndarray) -> tuple[int, int] | None:
+    """[start, stop) of the samples above 0.01, widened by 10 ms each side; None when all quiet."""
     idx = np.flatnonzero(np.abs(a) > 0.01)
-    if len(idx):
-        a = a[max(0, idx[0] - 160) : idx[-1] + 160]
-    return a.astype(np.float32)
+    if not len(idx):
+        return None
+    return max(0, int(idx[0]) - 160), int(idx[-1]) + 160
 
 
 def corpus_sentences() -> tuple[list[str], list[str]]:
@@ -172,10 +180,9 @@ def speak_with_pause(first: str, rest: str, voice: str, rate: int = 170, pitch: 
     """
     from agent.phonemize import normalize_text
     from agent.word_timing import sentence_words
-    from training.data.voices import EspeakEngine, VoiceSpec
+    from training.data.voices import EspeakEngine
 
-    spec = VoiceSpec("espeak", name=voice, pitch=float(pitch - 50), speed=rate / 175)
-    rendered = EspeakEngine().render(spec, f"{first} {rest}")
+    rendered = EspeakEngine().render(_spec(voice, rate, pitch), f"{first} {rest}")
     k = len(sentence_words(normalize_text(first)))
     if not 0 < k < len(rendered.words):
         return None
@@ -191,12 +198,13 @@ def speak_with_pause(first: str, rest: str, voice: str, rate: int = 170, pitch: 
     voiced = np.flatnonzero(np.abs(a) > 0.01)
     if not len(voiced) or not voiced[0] < at < voiced[-1]:
         return None
+    span = _voiced_span(a)
     # Trim to the voiced part (+10 ms) like `espeak`, and each piece at the cut too.
-    head, tail = a[max(0, voiced[0] - 160) : at], a[at : voiced[-1] + 160]
-    vh, vt = np.flatnonzero(np.abs(head) > 0.01), np.flatnonzero(np.abs(tail) > 0.01)
-    if not len(vh) or not len(vt):
+    head, tail = a[span[0] : at], a[at : span[1]]
+    sh, st = _voiced_span(head), _voiced_span(tail)
+    if sh is None or st is None:
         return None
-    return head[: vh[-1] + 160].copy(), tail[max(0, vt[0] - 160) :].copy()
+    return head[: sh[1]].copy(), tail[st[0] :].copy()
 
 
 def make_episode(rng: random.Random, split: str, sentences: list[str], exchanges: int = 3
