@@ -245,7 +245,7 @@ def export(run: NeutralRun, path: str | Path, report: dict | None = None) -> Pat
 def main(cfg: AgentConfig, *, stages: tuple[str, ...] = ("data", "train", "eval"), export_to: str | None = None,
          progress: bool = True) -> dict:
     result: dict = {}
-    units = prepare_data(cfg, progress) if "data" in stages else training_units(cfg, progress)[1]
+    units = prepare_data(cfg, progress) if "data" in stages else training_units(cfg)[1]
     result["units"] = units
     run = setup(cfg, units)
     if "train" in stages:
