@@ -7,7 +7,10 @@ joins the current word. A word is complete once the next word's first token has 
 reply has ended, which costs one LLM token of latency (~33 ms for SmolLM2 on 2 cores).
 
 A ``[T]`` slot vector is the LLM's input embedding of the token, concatenated with the LLM's
-last hidden state for it when the generator uses hidden states (shape (cond_in,)).
+last hidden state for it when the generator uses hidden states. A generator with a phoneme
+inventory also reads the word's pronunciation (``agent.word_phonemes``): the word's token slots
+are followed by one slot per phoneme, a one-hot in the vectors' last ``len(inventory)`` columns
+(zeros there on token slots, zeros in the LLM columns on phoneme slots).
 """
 
 from __future__ import annotations
@@ -28,21 +31,41 @@ class TextConditioner:
         embed: Callable[[torch.Tensor], torch.Tensor],
         hidden_size: int,
         use_hidden: bool,
+        phoneme_symbols: Sequence[str] = (),
     ) -> None:
         self.tokenizer = tokenizer
         self._embed = embed
         self.hidden_size = hidden_size
         self.use_hidden = use_hidden
+        self.phoneme_index = {s: i for i, s in enumerate(phoneme_symbols)}
+        self._phonemizer: Any = None
         self._starts: dict[int, bool] = {}
 
     @classmethod
-    def from_llm(cls, llm: Any, use_hidden: bool) -> TextConditioner:
+    def from_llm(cls, llm: Any, use_hidden: bool, phoneme_symbols: Sequence[str] = ()) -> TextConditioner:
         """From an ``agent.llm.FrozenLLM``."""
-        return cls(llm.tokenizer, llm.embed, llm.hidden_size, use_hidden)
+        return cls(llm.tokenizer, llm.embed, llm.hidden_size, use_hidden, phoneme_symbols)
+
+    @property
+    def llm_cond_in(self) -> int:
+        return self.hidden_size * (2 if self.use_hidden else 1)
 
     @property
     def cond_in(self) -> int:
-        return self.hidden_size * (2 if self.use_hidden else 1)
+        return self.llm_cond_in + len(self.phoneme_index)
+
+    def phoneme_rows(self, word_text: str) -> torch.Tensor:
+        """(p, cond_in) phoneme slot vectors of one word (p = 0 without an inventory)."""
+        if not self.phoneme_index:
+            return torch.zeros(0, self.cond_in)
+        if self._phonemizer is None:
+            from agent.word_phonemes import WordPhonemizer
+
+            self._phonemizer = WordPhonemizer()
+        ids = self._phonemizer.ids(word_text, self.phoneme_index)
+        rows = torch.zeros(len(ids), self.cond_in)
+        rows[torch.arange(len(ids)), self.llm_cond_in + torch.tensor(ids, dtype=torch.long)] = 1.0
+        return rows
 
     def starts_word(self, token: int) -> bool:
         if token not in self._starts:
@@ -62,15 +85,19 @@ class TextConditioner:
 
     @torch.no_grad()
     def vectors(self, ids: Sequence[int], hidden: torch.Tensor | None) -> torch.Tensor:
-        """(m,) token ids (+ (m, D) hidden states) -> (m, cond_in) float32 slot vectors."""
+        """One word's (m,) token ids (+ (m, D) hidden states) -> its (m + p, cond_in) float32 slot
+        vectors: token slots, then (with a phoneme inventory) the word's p phoneme slots."""
         emb = self._embed(torch.tensor([list(ids)], dtype=torch.long))[0].float()
-        if not self.use_hidden:
+        if self.use_hidden:
+            if hidden is None:
+                raise ValueError("this generator conditions on LLM hidden states: pass them with the tokens")
+            if hidden.shape != (len(ids), self.hidden_size):
+                raise ValueError(f"hidden must be ({len(ids)}, {self.hidden_size}), got {tuple(hidden.shape)}")
+            emb = torch.cat([emb, hidden.float()], dim=-1)
+        if not self.phoneme_index:
             return emb
-        if hidden is None:
-            raise ValueError("this generator conditions on LLM hidden states: pass them with the tokens")
-        if hidden.shape != (len(ids), self.hidden_size):
-            raise ValueError(f"hidden must be ({len(ids)}, {self.hidden_size}), got {tuple(hidden.shape)}")
-        return torch.cat([emb, hidden.float()], dim=-1)
+        tokens = torch.cat([emb, torch.zeros(len(ids), len(self.phoneme_index))], dim=-1)
+        return torch.cat([tokens, self.phoneme_rows(str(self.tokenizer.decode([int(i) for i in ids])))])
 
 
 @dataclass

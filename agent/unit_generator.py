@@ -58,6 +58,13 @@ class GeneratorArch:
     """Rotary embedding base."""
     dropout: float = 0.0
     """Dropout in training."""
+    phoneme_symbols: tuple[str, ...] = ()
+    """Phoneme inventory of the reply words' pronunciations (``agent.word_phonemes``); empty =
+    the model reads the LLM's vectors only. With it, each word's slots are its token slots
+    followed by one slot per phoneme."""
+
+    def __post_init__(self) -> None:
+        self.phoneme_symbols = tuple(self.phoneme_symbols)  # JSON gives a list
 
     @property
     def vocab(self) -> UnitVocab:
@@ -68,8 +75,14 @@ class GeneratorArch:
         return frames_per_chunk(self.chunk_ms)
 
     @property
-    def cond_in(self) -> int:
+    def llm_cond_in(self) -> int:
+        """Width of the LLM part of a slot vector."""
         return self.cond_dim * (2 if self.use_hidden else 1)
+
+    @property
+    def cond_in(self) -> int:
+        """Width of a slot vector: the LLM part, then a one-hot phoneme part (zeros on token slots)."""
+        return self.llm_cond_in + len(self.phoneme_symbols)
 
 
 def _rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,8 +150,10 @@ class UnitGenerator(StreamingModule[GeneratorState]):
         self.vocab = arch.vocab
         self.max_context = max_context
         self.embed = nn.Embedding(self.vocab.size, arch.d_model)
-        self.cond_norm = nn.LayerNorm(arch.cond_in)
-        self.cond_proj = nn.Linear(arch.cond_in, arch.d_model)
+        self.cond_norm = nn.LayerNorm(arch.llm_cond_in)
+        self.cond_proj = nn.Linear(arch.llm_cond_in, arch.d_model)
+        # Phoneme slots: a one-hot in the vector's phoneme part, i.e. an embedding per symbol.
+        self.phoneme_embed = nn.Linear(len(arch.phoneme_symbols), arch.d_model, bias=False) if arch.phoneme_symbols else None
         self.blocks = nn.ModuleList(_Block(arch) for _ in range(arch.num_layers))
         self.norm = nn.RMSNorm(arch.d_model)
         self.head = nn.Linear(arch.d_model, self.vocab.size, bias=False)
@@ -157,8 +172,14 @@ class UnitGenerator(StreamingModule[GeneratorState]):
     def _embed(self, tokens: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         x = self.embed(tokens)
         if cond is not None:
+            cond = cond.to(x.dtype)
+            llm_in = self.arch.llm_cond_in
+            vec = self.cond_proj(self.cond_norm(cond[..., :llm_in]))
+            if self.phoneme_embed is not None:
+                one_hot = cond[..., llm_in:]
+                vec = torch.where(one_hot.sum(-1, keepdim=True) > 0, self.phoneme_embed(one_hot), vec)
             is_text = (tokens == self.vocab.text).unsqueeze(-1)
-            x = x + torch.where(is_text, self.cond_proj(self.cond_norm(cond.to(x.dtype))), 0.0)
+            x = x + torch.where(is_text, vec, 0.0)
         return x
 
     # -- full pass (training) -------------------------------------------------------------

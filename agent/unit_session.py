@@ -424,6 +424,6 @@ def open_session(loaded: LoadedGenerator, cfg: GeneratorConfig, llm: Any | None 
     arch = loaded.model.arch
     if llm is not None and llm.hidden_size != arch.cond_dim:
         raise ValueError(f"the generator was trained on a {arch.cond_dim}-d LLM, this LLM is {llm.hidden_size}-d")
-    cond = TextConditioner.from_llm(llm, arch.use_hidden) if llm is not None else None
+    cond = TextConditioner.from_llm(llm, arch.use_hidden, arch.phoneme_symbols) if llm is not None else None
     silent = set(loaded.extra.get("silent_units", [arch.silence_unit]))
     return GeneratorSession(loaded.model, cfg, cond, silent_units=silent)

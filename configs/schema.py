@@ -483,6 +483,9 @@ class UnitTrainConfig:
     """Condition on the LLM's hidden states besides its token embeddings."""
     text_lookahead: int = 2
     """Words of reply text read ahead of the word being spoken."""
+    phonemes: bool = False
+    """Also read each reply word's phonemes (espeak-ng IPA, ``agent.word_phonemes``) after its
+    LLM token slots; the inventory is fitted on the training words (or taken from ``--init``)."""
     dropout: float = 0.1
     """Dropout in training."""
     max_len: int = 1024

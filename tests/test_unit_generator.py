@@ -164,6 +164,70 @@ def test_session_rebuilds_the_training_sequence(tiny_llm, tiny_cfg, lexicon, kin
             torch.testing.assert_close(session.ctx.conds[pos], want)
 
 
+def test_phoneme_slots_at_run_time_equal_the_training_slots(tiny_llm, tiny_cfg, lexicon):
+    """A generator that reads pronunciations: the session, fed LLM tokens only, phonemizes each
+    word itself and builds exactly the training sequence of the phoneme-slot corpus, with the
+    same slot vectors (token slots, then one one-hot slot per phoneme), and the model reads them."""
+    from training.units_common import CondTable, UnitCorpus
+
+    vocab = UnitVocab(500)
+    corpus = UnitCorpus(synthetic_dialogues(2, lexicon, kind="overlap", seed=3), 500, [0], 0)
+    table = CondTable.from_llm(tiny_llm, use_hidden=False)
+    symbols = table.fit_phonemes(corpus)
+    assert {"ˈ", "h", "ɛ"} <= set(symbols)  # IPA with stress marks ("hello", "friend", ...)
+    slotted = table.add_phoneme_slots(corpus)
+    model = _model(cond_dim=tiny_llm.hidden_size, use_hidden=False, max_context=4096, phoneme_symbols=symbols)
+    cond = TextConditioner.from_llm(tiny_llm, use_hidden=False, phoneme_symbols=symbols)
+    n = frames_per_chunk(160)
+    for d, plain in zip(slotted.dialogues, corpus.dialogues, strict=True):
+        for t, t0 in zip(d.agent_turns, plain.agent_turns, strict=True):
+            assert t.token_ids[t.token_ids >= 0].tolist() == t0.token_ids.tolist()
+            assert all(a > b for a, b in zip(t.word_tokens, t0.word_tokens, strict=True))  # every word has phonemes
+        seq = duplex_sequence(d, vocab, 160, model.arch.text_lookahead)
+        ins = {int(t.word_onsets[0]) // n: t.token_ids for t in plain.agent_turns}  # the runtime gets tokens
+        session = GeneratorSession(model, tiny_cfg.generator, cond)
+        _run_teacher_forced(session, d, seq, vocab, None, ins)
+        last_s1 = int(seq.chunk_pos[-1, 1])
+        assert session.context_tokens() == seq.tokens[:last_s1].tolist()
+        rows = seq.cond_rows[:last_s1]
+        slots = np.nonzero(rows >= 0)[0]
+        want = table.vectors(d, rows[slots])
+        got = torch.stack([session.ctx.conds[p] for p in slots])
+        torch.testing.assert_close(got, want)
+        is_phoneme = want[:, model.arch.llm_cond_in :].sum(1) == 1
+        assert is_phoneme.sum() > is_phoneme.logical_not().sum()  # more phonemes than tokens
+        assert (want[is_phoneme, : model.arch.llm_cond_in] == 0).all()
+    # The phoneme slots change what the model predicts.
+    tokens = torch.tensor([seq.tokens[:last_s1].tolist()])
+    conds = torch.zeros(1, last_s1, model.arch.cond_in)
+    conds[0, slots] = want
+    muted = conds.clone()
+    muted[0, :, model.arch.llm_cond_in :] = 0
+    muted[0, slots[is_phoneme.numpy()]] = 0
+    with torch.no_grad():
+        assert not torch.allclose(model(tokens, conds), model(tokens, muted))
+
+
+def test_warm_start_adds_a_fresh_phoneme_embedding(tmp_path):
+    """A generator trained without pronunciations can start one that reads them: every other
+    weight is the init's, so on slots without phonemes it predicts exactly as before."""
+    from training.units_common import build_model
+
+    plain = _model(cond_dim=16)
+    path = tmp_path / "plain.safetensors"
+    save_generator(plain, path, dtype=torch.float32)
+    arch = dataclasses.replace(plain.arch, phoneme_symbols=("a", "b", "ˈ"))
+    model = build_model(arch, path, max_len=512).eval()
+    assert model.phoneme_embed is not None and model.arch.cond_in == plain.arch.cond_in + 3
+    tokens, cond = _batch(plain, 2, 30)
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens, torch.cat([cond, torch.zeros(2, 30, 3)], -1)), plain(tokens, cond))
+    save_generator(model, tmp_path / "ph.safetensors", dtype=torch.float32)
+    assert load_generator_file(tmp_path / "ph.safetensors").model.arch.phoneme_symbols == ("a", "b", "ˈ")
+    with pytest.raises(ValueError, match="phoneme inventory"):
+        build_model(dataclasses.replace(arch, phoneme_symbols=("a", "b")), tmp_path / "ph.safetensors", max_len=512)
+
+
 def test_late_user_chunks_replace_predictions_and_cache_stays_exact(tiny_llm, tiny_cfg, lexicon):
     vocab = UnitVocab(500)
     model = _model(cond_dim=tiny_llm.hidden_size, use_hidden=False, max_context=4096)

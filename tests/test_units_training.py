@@ -70,6 +70,23 @@ def test_three_stages_tiny_loss_falls(cache, tmp_path):
     assert 0.0 <= metrics["user_speech_silence_acc"] <= 1.0 and metrics["user_chunks_scored"] > 0
 
 
+def test_stage_with_phonemes_fits_an_inventory_and_continues_on_it(cache, tmp_path):
+    """``units_train.phonemes``: stage 1 fits the IPA inventory of the training words, learns
+    with the phoneme slots, stores the inventory; stage 2 from it keeps the same inventory."""
+    from agent.unit_generator import load_generator_file
+    from training import units_stage1, units_stage2
+
+    on = ["--set", "units_train.phonemes=true"]
+    runs = tmp_path / "runs"
+    assert units_stage1.main(_args(cache, runs / "stage1", on)) == 0
+    rows = _rows(runs / "stage1")
+    assert rows[-1]["loss"] < 0.8 * rows[0]["loss"]
+    arch = load_generator_file(runs / "stage1" / "final.safetensors").model.arch
+    assert {"ˈ", "ɹ", "n"} <= set(arch.phoneme_symbols)  # "friend", "train", ...
+    assert units_stage2.main(_args(cache, runs / "stage2", on + ["--steps", "4"])) == 0
+    assert load_generator_file(runs / "stage2" / "final.safetensors").model.arch.phoneme_symbols == arch.phoneme_symbols
+
+
 def test_resume_equals_uninterrupted(cache, tmp_path):
     from agent.unit_generator import load_generator_file
     from training import units_stage1

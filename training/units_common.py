@@ -17,6 +17,7 @@ Run directory layout (``--out``, resumed when it exists)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from configs import AgentConfig, load_config
 from configs.schema import UnitTrainConfig
 from training import checkpoint as ckpt
 from training.unit_sequences import (
+    AgentTurn,
     TrainSequence,
     UnitDialogue,
     duplex_sequence,
@@ -60,16 +62,22 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 # -- model ------------------------------------------------------------------------------------------
-def arch_from(cfg: UnitTrainConfig, cond_dim: int, num_units: int, silence_unit: int) -> GeneratorArch:
+def arch_from(cfg: UnitTrainConfig, cond_dim: int, num_units: int, silence_unit: int,
+              phoneme_symbols: Sequence[str] = ()) -> GeneratorArch:
     return GeneratorArch(
         num_units=num_units, chunk_ms=cfg.chunk_ms, d_model=cfg.d_model, num_layers=cfg.num_layers,
         num_heads=cfg.num_heads, ffn_mult=cfg.ffn_mult, cond_dim=cond_dim, use_hidden=cfg.use_hidden,
         text_lookahead=cfg.text_lookahead, silence_unit=silence_unit, dropout=cfg.dropout,
+        phoneme_symbols=tuple(phoneme_symbols),
     )
 
 
 def build_model(arch: GeneratorArch, init: str | Path | None, max_len: int) -> UnitGenerator:
-    """A fresh generator, or the weights of ``init`` (whose arch must agree on the format)."""
+    """A fresh generator, or the weights of ``init`` (whose arch must agree on the format).
+
+    An ``init`` without phoneme slots may start a model with them: its phoneme embedding starts
+    fresh, the rest is the init's (so it begins reading pronunciations on top of what it knows).
+    """
     model = UnitGenerator(arch, max_context=max_len)
     if init:
         loaded = load_generator_file(init, max_context=max_len).model
@@ -77,7 +85,12 @@ def build_model(arch: GeneratorArch, init: str | Path | None, max_len: int) -> U
         for key in ("num_units", "d_model", "num_layers", "num_heads", "ffn_mult", "cond_dim", "use_hidden"):
             if getattr(a, key) != getattr(b, key):
                 raise ValueError(f"--init {init}: {key} is {getattr(a, key)}, this stage wants {getattr(b, key)}")
-        model.load_state_dict(loaded.state_dict())
+        if a.phoneme_symbols and a.phoneme_symbols != b.phoneme_symbols:
+            raise ValueError(f"--init {init} reads another phoneme inventory than this stage")
+        missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+        fresh = [k for k in missing if not (k.startswith("phoneme_embed.") and not a.phoneme_symbols)]
+        if fresh or unexpected:
+            raise ValueError(f"--init {init}: weights do not fit (missing {fresh}, unexpected {unexpected})")
     return model
 
 
@@ -126,23 +139,86 @@ class UnitCorpus:
 
 
 class CondTable:
-    """Text-slot vectors: LLM input embeddings of each dialogue's agent tokens (+ hidden states).
+    """Text-slot vectors: LLM input embeddings of each dialogue's agent tokens (+ hidden states),
+    and, with a phoneme inventory, one-hot phoneme slots after each word's tokens.
 
-    Only the embedding matrix of the frozen LLM is kept (a copy, never trained).
+    Only the embedding matrix of the frozen LLM is kept (a copy, never trained). Phoneme slots
+    are added to a corpus by ``add_phoneme_slots``: in its agent turns a phoneme is a negative
+    "token id" ``-(1 + symbol id)`` with a zero hidden-state row, so every sequence builder
+    counts and orders them exactly like token slots (as ``agent.reply_text`` does at run time).
     """
 
-    def __init__(self, embedding: torch.Tensor, use_hidden: bool) -> None:
+    def __init__(self, embedding: torch.Tensor, use_hidden: bool, tokenizer: Any = None,
+                 phoneme_symbols: Sequence[str] = ()) -> None:
         self.embedding = embedding.detach().float()
         self.use_hidden = use_hidden
         self.hidden_size = int(embedding.shape[1])
+        self.tokenizer = tokenizer
+        self.phoneme_symbols = tuple(phoneme_symbols)
+        self._phonemizer: Any = None
 
     @classmethod
-    def from_llm(cls, llm: Any, use_hidden: bool) -> CondTable:
-        return cls(llm.model.get_input_embeddings().weight, use_hidden)
+    def from_llm(cls, llm: Any, use_hidden: bool, phoneme_symbols: Sequence[str] = ()) -> CondTable:
+        return cls(llm.model.get_input_embeddings().weight, use_hidden, llm.tokenizer, phoneme_symbols)
+
+    @property
+    def llm_cond_in(self) -> int:
+        return self.hidden_size * (2 if self.use_hidden else 1)
 
     @property
     def cond_in(self) -> int:
-        return self.hidden_size * (2 if self.use_hidden else 1)
+        return self.llm_cond_in + len(self.phoneme_symbols)
+
+    # -- phoneme slots --------------------------------------------------------------------------
+    def _words(self, turn: AgentTurn) -> list[str]:
+        ids, out, pos = turn.token_ids, [], 0
+        for n in turn.word_tokens:
+            out.append(str(self.tokenizer.decode([int(i) for i in ids[pos : pos + n]])))
+            pos += n
+        return out
+
+    def _phonemes(self, corpora: Sequence[UnitCorpus]) -> Any:
+        from agent.word_phonemes import WordPhonemizer
+
+        if self.tokenizer is None:
+            raise ValueError("phoneme slots need the LLM's tokenizer (CondTable.from_llm)")
+        if self._phonemizer is None:
+            self._phonemizer = WordPhonemizer()
+        self._phonemizer.prime(w for c in corpora for d in c.dialogues for t in d.agent_turns for w in self._words(t))
+        return self._phonemizer
+
+    def fit_phonemes(self, corpus: UnitCorpus) -> tuple[str, ...]:
+        """Set the phoneme inventory to the symbols of the corpus's agent words."""
+        ph = self._phonemes([corpus])
+        words = [w for d in corpus.dialogues for t in d.agent_turns for w in self._words(t)]
+        self.phoneme_symbols = tuple(sorted({s for w in words for s in ph.symbols(w)}))
+        return self.phoneme_symbols
+
+    def add_phoneme_slots(self, corpus: UnitCorpus) -> UnitCorpus:
+        """The corpus with each agent word's phoneme slots after its token slots (a copy; the same
+        corpus back when there is no inventory)."""
+        if not self.phoneme_symbols:
+            return corpus
+        ph = self._phonemes([corpus])
+        index = {s: i for i, s in enumerate(self.phoneme_symbols)}
+        dialogues = []
+        for d in corpus.dialogues:
+            turns = []
+            for t in d.agent_turns:
+                if (t.token_ids < 0).any():
+                    raise ValueError(f"{d.name}: phoneme slots were added already")
+                ids, hid, counts, pos = [], [], [], 0
+                for n, word in zip(t.word_tokens, self._words(t), strict=True):
+                    p = [-(1 + i) for i in ph.ids(word, index)]
+                    ids += list(t.token_ids[pos : pos + n]) + p
+                    if t.hidden is not None:
+                        hid += [t.hidden[pos : pos + n], np.zeros((len(p), t.hidden.shape[1]), t.hidden.dtype)]
+                    counts.append(n + len(p))
+                    pos += n
+                turns.append(dataclasses.replace(t, token_ids=np.asarray(ids, dtype=np.int64), word_tokens=counts,
+                                                 hidden=np.concatenate(hid) if t.hidden is not None else None))
+            dialogues.append(dataclasses.replace(d, agent_turns=turns))
+        return dataclasses.replace(corpus, dialogues=dialogues)
 
     def vectors(self, d: UnitDialogue, rows: np.ndarray) -> torch.Tensor:
         """(N,) rows (-1 = not a text slot) -> (N, cond_in); zeros where rows < 0."""
@@ -151,13 +227,20 @@ class CondTable:
         sel = np.nonzero(rows >= 0)[0]
         if len(sel) == 0:
             return out
-        r = rows[sel]
-        out[sel, : self.hidden_size] = self.embedding[torch.from_numpy(table[r].astype(np.int64))]
+        ids = table[rows[sel]].astype(np.int64)
+        tok, phon = sel[ids >= 0], sel[ids < 0]
+        r = rows[tok]
+        out[tok, : self.hidden_size] = self.embedding[torch.from_numpy(table[r].astype(np.int64))]
         if self.use_hidden:
             if hidden is None:
                 raise ValueError(f"{d.name}: the generator uses LLM hidden states but the data has none "
                                  "(prepare the data with the LLM, or set units_train.use_hidden=false)")
-            out[sel, self.hidden_size :] = torch.from_numpy(hidden[r].astype(np.float32))
+            out[tok, self.hidden_size : self.llm_cond_in] = torch.from_numpy(hidden[r].astype(np.float32))
+        if len(phon):
+            if not self.phoneme_symbols:
+                raise ValueError(f"{d.name} has phoneme slots but this table has no phoneme inventory")
+            symbol = -1 - table[rows[phon]].astype(np.int64)
+            out[torch.from_numpy(phon), torch.from_numpy(self.llm_cond_in + symbol)] = 1.0
         return out
 
 
@@ -426,9 +509,22 @@ def setup_run(stage: int, args: argparse.Namespace, kinds: Sequence[str], mix_ki
     data_dir = args.data or cfg.cache_dir  # one prepared cache or several, comma-separated
     corpus = UnitCorpus.load(data_dir, "train", cfg.max_dialogues)
     val = UnitCorpus.load(data_dir, "val", cfg.max_dialogues)
+    init = args.init
+    if init is None and stage > 1:
+        prev = stage_dir(cfg, stage - 1, None) / "final.safetensors"
+        if not prev.is_file():
+            raise FileNotFoundError(f"stage {stage} starts from stage {stage - 1}'s {prev}; train it first or pass --init")
+        init = str(prev)
     llm = load_llm(cfg_all.llm)
     conds = CondTable.from_llm(llm, cfg.use_hidden)
     del llm
+    if cfg.phonemes:
+        init_symbols = _init_phonemes(init)
+        if init_symbols:  # continue on the init's inventory (its embedding rows mean those symbols)
+            conds.phoneme_symbols = init_symbols
+        else:
+            conds.fit_phonemes(corpus)
+        corpus, val = conds.add_phoneme_slots(corpus), conds.add_phoneme_slots(val)
     vocab = UnitVocab(corpus.num_units)
     main_idx = corpus.select(kinds)
     mix_idx = corpus.select(mix_kinds)
@@ -445,13 +541,7 @@ def setup_run(stage: int, args: argparse.Namespace, kinds: Sequence[str], mix_ki
     val_idx = val.select(kinds)
     val_examples = make_examples(val, val_idx, stage, vocab, cfg, np.random.default_rng(1234))
     run_dir = stage_dir(cfg, stage, args.out)
-    init = args.init
-    if init is None and stage > 1:
-        prev = stage_dir(cfg, stage - 1, None) / "final.safetensors"
-        if not prev.is_file():
-            raise FileNotFoundError(f"stage {stage} starts from stage {stage - 1}'s {prev}; train it first or pass --init")
-        init = str(prev)
-    arch = arch_from(cfg, conds.hidden_size, corpus.num_units, corpus.silence_unit)
+    arch = arch_from(cfg, conds.hidden_size, corpus.num_units, corpus.silence_unit, conds.phoneme_symbols)
     model = build_model(arch, init, cfg.max_len)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
     steps = args.steps or {1: cfg.stage1_steps, 2: cfg.stage2_steps, 3: cfg.stage3_steps}[stage]
@@ -471,6 +561,10 @@ def setup_run(stage: int, args: argparse.Namespace, kinds: Sequence[str], mix_ki
         start_step=start, dist=dist, progress=not args.no_progress, curve=curve,
         extra={"silent_units": corpus.silent_units, "init": init}, stop_at=args.stop_at,
     )
+
+
+def _init_phonemes(init: str | None) -> tuple[str, ...]:
+    return load_generator_file(init).model.arch.phoneme_symbols if init else ()
 
 
 def save_stage_checkpoint(run: StageRun, metrics: dict[str, float]) -> Path | None:

@@ -277,7 +277,7 @@ def _model_and_conds(cfg: object) -> tuple[UnitGenerator, CondTable, dict]:
 
     loaded = load_generator(cfg.generator)  # type: ignore[attr-defined]
     llm = load_llm(cfg.llm)  # type: ignore[attr-defined]
-    conds = CondTable.from_llm(llm, loaded.model.arch.use_hidden)
+    conds = CondTable.from_llm(llm, loaded.model.arch.use_hidden, loaded.model.arch.phoneme_symbols)
     return loaded.model.eval(), conds, loaded.extra
 
 
@@ -291,6 +291,7 @@ def replies_report(cfg: object, data: str | None, split: str, limit: int) -> dic
     cache = data or cfg.units_train.cache_dir  # type: ignore[attr-defined]
     corpus = UnitCorpus.load(cache, split)
     model, conds, extra = _model_and_conds(cfg)
+    corpus = conds.add_phoneme_slots(corpus)  # the reply words as this generator reads them
     silent = set(extra.get("silent_units", corpus.silent_units))
     idx = corpus.select(["qa"])[:limit]
     if not idx:
@@ -337,7 +338,7 @@ def _reference_variation(cfg: object, corpus: UnitCorpus, idx: Sequence[int], si
     for i in list(idx)[:20]:
         d = corpus.dialogues[i]
         turn = d.agent_turns[0]
-        text = llm.decode_text(turn.token_ids.tolist())
+        text = llm.decode_text([t for t in turn.token_ids.tolist() if t >= 0])  # without phoneme slots
         synth = voice.render(text, seed=777 + i)
         units = tok.extract(resample(synth.audio, synth.sample_rate, SAMPLE_RATE), SAMPLE_RATE)
         ref = _content(d.agent[turn.start : turn.end], silent)
@@ -349,6 +350,7 @@ def user_report(cfg: object, data: str | None, split: str, limit: int) -> dict:
     cache = data or cfg.units_train.cache_dir  # type: ignore[attr-defined]
     corpus = UnitCorpus.load(cache, split)
     model, conds, extra = _model_and_conds(cfg)
+    corpus = conds.add_phoneme_slots(corpus)  # the reply words as this generator reads them
     idx = corpus.select(["overlap"])[:limit]
     if not idx:
         raise FileNotFoundError(f"no overlap dialogues in the {split} split of {cache}")
@@ -387,8 +389,10 @@ def load_decoder(cfg: object, decoder: str | None) -> tuple[Any, str]:
 
 @torch.no_grad()
 def speech_report(cfg: object, data: str | None, split: str, limit: int, decoder: str | None = None,
-                  decoder_codebook: str | None = None, temperature: float | None = None, progress: bool = True) -> dict:
-    """Held-out LLM answers (QA dialogues) spoken two ways and transcribed by the Whisper judge:
+                  decoder_codebook: str | None = None, temperature: float | None = None, progress: bool = True,
+                  kinds: Sequence[str] = ("qa",)) -> dict:
+    """Held-out LLM answers (QA dialogues; ``kinds`` may add or choose ``utterance``: agent
+    sentences without a question) spoken two ways and transcribed by the Whisper judge:
 
     - ``reply_wer``: the generator reads the answer text as at run time (user question first),
       its units go through the unit decoder; WER against the LLM's text;
@@ -407,10 +411,11 @@ def speech_report(cfg: object, data: str | None, split: str, limit: int, decoder
 
     cache = data or cfg.units_train.cache_dir  # type: ignore[attr-defined]
     corpus = UnitCorpus.load(cache, split)
-    idx = corpus.select(["qa"])[:limit]
+    idx = corpus.select(list(kinds))[:limit]
     if not idx:
-        raise FileNotFoundError(f"no qa dialogues in the {split} split of {cache}")
+        raise FileNotFoundError(f"no {'/'.join(kinds)} dialogues in the {split} split of {cache}")
     model, conds, extra = _model_and_conds(cfg)
+    corpus = conds.add_phoneme_slots(corpus)  # the reply words as this generator reads them
     silent = set(extra.get("silent_units", corpus.silent_units))
     tts, identity = load_decoder(cfg, decoder)
     current = codebook_path(cfg.units.card)  # type: ignore[attr-defined]
@@ -435,7 +440,7 @@ def speech_report(cfg: object, data: str | None, split: str, limit: int, decoder
     for i in tqdm(idx, desc="replies", disable=not progress):
         d = corpus.dialogues[i]
         turn = d.agent_turns[0]
-        text = llm.decode_text(turn.token_ids.tolist())
+        text = llm.decode_text([t for t in turn.token_ids.tolist() if t >= 0])  # without phoneme slots
         real = d.agent[max(0, turn.start - 2) : turn.end + 2]
         # A reply that has not ended by twice its real length is cut there (a looping model would
         # otherwise run to max_chunks and only cost judge time).
@@ -454,6 +459,7 @@ def speech_report(cfg: object, data: str | None, split: str, limit: int, decoder
     return {
         "items": len(idx),
         "split": split,
+        "kinds": list(kinds),
         "reply_wer": float(wer(refs, gen_hyps)),
         "resynth_wer": float(wer(refs, res_hyps)),
         "spoke": float(np.mean(started)),

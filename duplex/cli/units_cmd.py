@@ -78,6 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="speech: the codebook the decoder was trained on, when it is not the current one")
     ev.add_argument("--temperature", type=float, default=None,
                     help="speech: sampling temperature of the generator (default generator.temperature)")
+    ev.add_argument("--kinds", default="qa",
+                    help="speech: dialogue kinds spoken, comma-separated: qa (answers after a spoken question) "
+                         "and/or utterance (agent sentences alone, as in the stage-1/2 caches)")
     add_config_args(ev)
     ev.set_defaults(func=cmd_eval)
 
@@ -260,7 +263,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = units_eval.replies_report(cfg, args.data, args.split, args.limit)
     elif args.what == "speech":
         result = units_eval.speech_report(cfg, args.data, args.split, args.limit, args.decoder,
-                                          args.decoder_codebook, args.temperature)
+                                          args.decoder_codebook, args.temperature,
+                                          kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()))
     else:
         result = units_eval.user_report(cfg, args.data, args.split, args.limit)
     if args.out:
