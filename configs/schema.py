@@ -445,8 +445,11 @@ class GeneratorConfig:
     """Trained unit generator: a card name, a card YAML, or a checkpoint .safetensors file."""
     predict_user: bool = True
     """Fill user chunks that have not arrived with the model's prediction (SyncLLM); False fills silence."""
-    temperature: float = 0.7
-    """Sampling temperature of agent and predicted-user units (0 = greedy)."""
+    temperature: float = 0.0
+    """Sampling temperature of agent and predicted-user units (0 = greedy). Greedy by default:
+    held-out reply WER (``units eval speech``) of the bundled generator was lower at 0 than at
+    0.7 on every set measured (30 utterances 0.614 vs 0.773, 16 test answers 0.594 vs 0.726, 10
+    val answers 0.716 vs 0.863), and the predicted-user figure is measured greedy."""
     top_k: int = 20
     """Sample among the k most likely allowed tokens (0 = all)."""
     max_context: int = 2048
