@@ -177,21 +177,27 @@ class CondTable:
             pos += n
         return out
 
-    def _phonemes(self, corpora: Sequence[UnitCorpus]) -> Any:
-        from agent.word_phonemes import WordPhonemizer
-
+    def _turn_words(self, corpus: UnitCorpus) -> list[list[list[str]]]:
+        """Each agent turn's words (dialogue -> turn -> words), decoded once per call."""
         if self.tokenizer is None:
             raise ValueError("phoneme slots need the LLM's tokenizer (CondTable.from_llm)")
+        return [[self._words(t) for t in d.agent_turns] for d in corpus.dialogues]
+
+    def _phonemizer_for(self, words: list[str]) -> Any:
+        """The table's phonemizer, with ``words`` phonemized in one espeak-ng call."""
+        from agent.word_phonemes import WordPhonemizer
+
         if self._phonemizer is None:
             self._phonemizer = WordPhonemizer()
-        self._phonemizer.prime(w for c in corpora for d in c.dialogues for t in d.agent_turns for w in self._words(t))
+        self._phonemizer.prime(words)
         return self._phonemizer
 
     def fit_phonemes(self, corpus: UnitCorpus) -> tuple[str, ...]:
         """Set the phoneme inventory to the symbols of the corpus's agent words."""
-        ph = self._phonemes([corpus])
-        words = [w for d in corpus.dialogues for t in d.agent_turns for w in self._words(t)]
-        self.phoneme_symbols = tuple(sorted({s for w in words for s in ph.symbols(w)}))
+        from agent.word_phonemes import fit_inventory
+
+        words = [w for turns in self._turn_words(corpus) for ws in turns for w in ws]
+        self.phoneme_symbols = fit_inventory(self._phonemizer_for([]), words)
         return self.phoneme_symbols
 
     def add_phoneme_slots(self, corpus: UnitCorpus) -> UnitCorpus:
@@ -199,16 +205,17 @@ class CondTable:
         corpus back when there is no inventory)."""
         if not self.phoneme_symbols:
             return corpus
-        ph = self._phonemes([corpus])
+        turn_words = self._turn_words(corpus)
+        ph = self._phonemizer_for([w for turns in turn_words for ws in turns for w in ws])
         index = {s: i for i, s in enumerate(self.phoneme_symbols)}
         dialogues = []
-        for d in corpus.dialogues:
+        for d, words_of_turns in zip(corpus.dialogues, turn_words, strict=True):
             turns = []
-            for t in d.agent_turns:
+            for t, words in zip(d.agent_turns, words_of_turns, strict=True):
                 if (t.token_ids < 0).any():
                     raise ValueError(f"{d.name}: phoneme slots were added already")
                 ids, hid, counts, pos = [], [], [], 0
-                for n, word in zip(t.word_tokens, self._words(t), strict=True):
+                for n, word in zip(t.word_tokens, words, strict=True):
                     p = [-(1 + i) for i in ph.ids(word, index)]
                     ids += list(t.token_ids[pos : pos + n]) + p
                     if t.hidden is not None:
