@@ -553,7 +553,7 @@ def load_runtime_tts(cfg: Any) -> EmotionTTS:
 
 
 def load_duplex_model(cfg: Any) -> DuplexModel:
-    """Factory: every part by its card from an ``AgentConfig`` (LLM dtype from ``runtime.llm_dtype``)."""
+    """Factory: every part by its card from an ``AgentConfig`` (LLM dtype and weights from ``runtime``)."""
     import dataclasses
 
     from agent.llm import load_llm
@@ -565,6 +565,8 @@ def load_duplex_model(cfg: Any) -> DuplexModel:
     runtime = getattr(cfg, "runtime", None)
     if runtime is not None and runtime.llm_dtype:
         llm_cfg = dataclasses.replace(llm_cfg, dtype=runtime.llm_dtype)
+    if runtime is not None and runtime.llm_weights:
+        llm_cfg = dataclasses.replace(llm_cfg, weights=runtime.llm_weights)
     llm = load_llm(llm_cfg)
     listener = load_listener(cfg.speech, llm)
     units = load_unit_tokenizer(cfg.units)

@@ -20,6 +20,7 @@ from torch import nn
 from transformers.cache_utils import Cache
 
 from agent.assets import AssetError, ModelCard, load_card, prepared_dir
+from agent.llm_quant import WEIGHT_MODES, quantize_linears
 from agent.streaming import StreamingModule, StreamingState
 from configs.schema import LLMConfig
 
@@ -337,8 +338,15 @@ def load_llm(cfg: LLMConfig) -> FrozenLLM:
     """Factory: card name / ``hub:id`` / directory in ``cfg.card`` -> a frozen, eval-mode LLM."""
     if cfg.dtype not in _DTYPES:
         raise ValueError(f"llm.dtype must be one of {', '.join(_DTYPES)}, got {cfg.dtype!r}")
+    if cfg.weights not in WEIGHT_MODES:
+        raise ValueError(f"llm.weights must be one of {', '.join(WEIGHT_MODES)}, got {cfg.weights!r}")
     card = load_card(cfg.card, family="causal-lm", role="llm")
     model, tokenizer = _load_hf(card, _DTYPES[cfg.dtype])
+    if cfg.weights == "int8":
+        blocks = getattr(model.base_model, "layers", None)
+        if not isinstance(blocks, nn.Module) or quantize_linears(blocks) == 0:
+            raise AssetError(f"llm.weights=int8: no linear layers in {card.name!r}'s decoder blocks "
+                             "(base_model.layers); use llm.weights=native")
     llm = FrozenLLM(model, tokenizer, cfg)
     llm.assert_frozen()
     return llm

@@ -16,6 +16,9 @@ class LLMConfig:
     """Model card name (configs/cards/<name>.yaml), a hub id (``hub:org/name``) or a local dir."""
     dtype: str = "float32"
     """Compute dtype of the frozen LLM: float32 or bfloat16."""
+    weights: str = "native"
+    """Storage of the decoder blocks' linear weights: native (the dtype above) or int8 (weight-only,
+    per output channel; inference only, see agent/llm_quant.py). Training always uses native."""
     max_context: int = 2048
     """Slots in the preallocated KV cache of one session."""
     system_prompt: str = (
@@ -530,6 +533,11 @@ class TurnPolicyConfig:
     turns left to ``fallback_silence_s`` (agent/weights/speech-input-default.md)."""
     bargein_threshold: float = 0.5
     """Probability of *continue* (the user holds the floor) that confirms a barge-in while the agent speaks."""
+    bargein_confirm_chunks: int = 2
+    """Chunks in a row with *continue* >= ``bargein_threshold`` that confirm a barge-in (the first with
+    user activity). 2, not 1: the bundled head says *continue* for one chunk early in many "mm-hm"s
+    and *reject* again after it; the agent is paused from the onset either way, so the wait costs no
+    stop latency, and ``bargein_max_s`` still ends real turns the head never confirms."""
     reject_threshold: float = 0.5
     """Probability of *reject* that dismisses a user sound during agent speech."""
     hold_on_reject: bool = True
@@ -572,6 +580,9 @@ class RuntimeConfig:
 
     llm_dtype: str = "bfloat16"
     """dtype the runtime loads the frozen LLM in (overrides llm.dtype; "" keeps it): bf16 is ~2x faster on AVX512-BF16 CPUs."""
+    llm_weights: str = "int8"
+    """Weights the runtime loads the LLM's decoder blocks with (overrides llm.weights; "" keeps it):
+    int8 weight-only halves the bytes read per decoded token (see agent/llm_quant.py for figures)."""
     llm_threads: int = 1
     """torch threads of the LLM worker (encoder, adapter, LLM prefill/decode, state head)."""
     generator_threads: int = 1

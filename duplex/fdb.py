@@ -151,7 +151,7 @@ def run_fdb(cfg: Any, data: str | Path, *, limit: int | None = None, progress: b
                                        session_id=sample.dir.name, tail_s=s.tail_s))
             write_wav(sample.dir / "output.wav", res.heard, 16000)
             segs = agent_segments(res.heard, 16000, backend)
-            words = vad_words(segs) if judge is None or not segs else judge_words(judge, res.heard)
+            words = vad_words(segs) if judge is None or not segs else judge_words(judge, res.heard, segments=segs)
             text = " ".join(w.text.strip() for w in words)
             atomic_write_text(sample.dir / "output.json", json.dumps(
                 {"text": text, "chunks": [{"text": w.text, "timestamp": [round(w.start, 3), round(w.end, 3)]}

@@ -9,6 +9,7 @@ or has more than 3 words. Pooled rates are over all cases of all dialogues (micr
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +37,60 @@ def vad_words(segments: list[tuple[float, float]]) -> list[SegWord]:
     return [SegWord("<speech>", s, e) for s, e in segments]
 
 
-def judge_words(judge: Any, audio: np.ndarray, rate: int = 16000) -> list[Any]:
+REGION_GAP_S = 1.0
+"""Agent speech closer than this is transcribed in one piece (the utterance gap of ``turn_metrics``)."""
+REGION_PAD_S = 0.15
+REGION_MAX_S = 28.0
+"""Whisper decodes 30 s windows; longer regions are cut at their widest gap (or hard, if none)."""
+
+
+def speech_regions(segments: list[tuple[float, float]], duration: float) -> list[tuple[float, float]]:
+    """VAD segments -> padded regions to transcribe one by one (gaps < ``REGION_GAP_S`` bridged)."""
+    groups: list[list[tuple[float, float]]] = []
+    for a, b in sorted(segments):
+        if groups and a - groups[-1][-1][1] < REGION_GAP_S:
+            groups[-1].append((a, b))
+        else:
+            groups.append([(a, b)])
+    pieces: list[tuple[float, float]] = []
+    while groups:
+        g = groups.pop(0)
+        if g[-1][1] - g[0][0] <= REGION_MAX_S:
+            pieces.append((g[0][0], g[-1][1]))
+            continue
+        cuts = [i for i in range(1, len(g)) if g[i][0] - g[0][0] <= REGION_MAX_S]
+        if cuts:  # split at the widest gap that leaves a first part Whisper can take whole
+            i = max(cuts, key=lambda k: g[k][0] - g[k - 1][1])
+            groups[:0] = [g[:i], g[i:]]
+        else:  # one segment longer than a window
+            a, b = g[0][0], g[-1][1]
+            pieces += [(t, min(b, t + REGION_MAX_S)) for t in np.arange(a, b, REGION_MAX_S)]
+    out = []
+    for i, (a, b) in enumerate(pieces):
+        lo = (out[-1][1] if out else 0.0)
+        hi = pieces[i + 1][0] if i + 1 < len(pieces) else duration
+        out.append((max(lo, a - REGION_PAD_S), min(hi, b + REGION_PAD_S)))
+    return out
+
+
+def judge_words(judge: Any, audio: np.ndarray, rate: int = 16000,
+                segments: list[tuple[float, float]] | None = None) -> list[Any]:
     """The judge's timed words of ``audio``: greedy decoding (deterministic; no sampling fallback),
-    silences of 2 s and more cut first, punctuation-only "words" (what Whisper makes of noise)
-    dropped. Without the cut, Whisper decoding a whole agent channel (speech between long
-    silences) skipped whole replies: 4 s of agent speech got no word in a simulated call."""
-    words = judge.transcribe(audio, rate, temperature=0.0, vad_filter=True).words
+    punctuation-only "words" (what Whisper makes of noise) dropped.
+
+    With the channel's VAD ``segments``, each stretch of speech is transcribed on its own
+    (``speech_regions``) and its words moved to channel time. Decoding the whole channel, even
+    with silences of 2 s and more cut first (faster-whisper's ``vad_filter``, what runs without
+    segments), Whisper skipped whole replies: in a simulated call (dlg-overlap-0000) it heard
+    "Block." in 9.5 s of agent speech that it transcribes word by word on its own.
+    """
+    if segments is None:
+        words = judge.transcribe(audio, rate, temperature=0.0, vad_filter=True).words
+    else:
+        words = []
+        for a, b in speech_regions(segments, len(audio) / rate):
+            part = judge.transcribe(audio[int(a * rate) : int(b * rate)], rate, temperature=0.0).words
+            words += [dataclasses.replace(w, start=w.start + a, end=w.end + a) for w in part]
     return [w for w in words if any(c.isalnum() for c in w.text)]
 
 

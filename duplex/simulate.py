@@ -70,7 +70,7 @@ def _words(cfg: AgentConfig, judge: Any, audio: np.ndarray, segments: list[tuple
 
     if cfg.sim.words == "vad" or not segments:
         return vad_words(segments)
-    return judge_words(judge, audio)
+    return judge_words(judge, audio, segments=segments)
 
 
 def dialogues_for(cfg: AgentConfig, out: Path, data: str | None, n: int, progress: bool):

@@ -242,9 +242,29 @@ def test_policy_pauses_on_onset_then_barges_in_or_resumes():
     p.agent_speaking()
     acts = _frames(p, 5.0, 5.1, True)
     assert [(a.kind, round(a.t, 2)) for a in acts] == [("pause_output", 5.04)]
-    acts = p.on_chunk(5.12, (0.9, 0.05, 0.05))  # the head: a real turn
+    assert p.on_chunk(5.12, (0.9, 0.05, 0.05)) == []  # the head: a real turn, once: wait for a second
+    _frames(p, 5.1, 5.28, True)
+    acts = p.on_chunk(5.28, (0.9, 0.05, 0.05))
     assert [a.kind for a in acts] == ["barge_in"] and acts[0].detail["user_start"] == pytest.approx(5.0)
     assert p.mode == "listening"
+    # A single *continue* between *reject*s (the head's early doubt on "okay.") is no barge-in.
+    b = TurnPolicy(cfg)
+    b.agent_thinking()
+    b.agent_speaking()
+    _frames(b, 5.0, 5.12, True)
+    assert b.on_chunk(5.12, (0.1, 0.0, 0.9)) == []
+    _frames(b, 5.12, 5.28, True)
+    assert b.on_chunk(5.28, (0.9, 0.0, 0.1)) == []
+    _frames(b, 5.28, 5.44, True)
+    assert b.on_chunk(5.44, (0.1, 0.0, 0.9)) == []
+    acts = _frames(b, 5.44, 5.7, False)
+    assert [(a.kind, a.trigger) for a in acts] == [("resume_output", "vad_end")]
+    # With one chunk allowed (the previous behaviour), the same flip is a barge-in.
+    b = TurnPolicy(dataclasses.replace(cfg, bargein_confirm_chunks=1))
+    b.agent_thinking()
+    b.agent_speaking()
+    _frames(b, 5.0, 5.12, True)
+    assert [a.kind for a in b.on_chunk(5.12, (0.9, 0.0, 0.1))] == ["barge_in"]
     # A backchannel: pause, the head rejects while it lasts, resume once it is over.
     q = TurnPolicy(cfg)
     q.agent_thinking()

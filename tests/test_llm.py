@@ -90,3 +90,46 @@ def test_bf16_option(default_cfg):
     llm16 = load_llm(dataclasses.replace(default_cfg.llm, dtype="bfloat16"))
     assert llm16.dtype == torch.bfloat16
     assert "Paris" in "".join(llm16.answer("What is the capital of France?"))
+
+
+def test_int8_weight_linear_matches_its_dequantized_weight_and_falls_back_for_large_blocks():
+    from agent.llm_quant import Int8WeightLinear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 48)
+    q = Int8WeightLinear.from_linear(lin, max_rows=4)
+    w = lin.weight.detach()
+    # Rounding to the nearest of 255 levels per row: each weight is off by at most half a step.
+    step = w.abs().amax(1, keepdim=True) / 127
+    assert ((q.dequantized() - w).abs() <= step / 2 + 1e-7).all()
+    x = torch.randn(2, 2, 64)  # 4 rows: the int8 path
+    expected = torch.nn.functional.linear(x, q.dequantized(), lin.bias.detach())
+    torch.testing.assert_close(q(x), expected, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(q(x), lin(x))  # it really multiplies by the rounded weights
+    y = torch.randn(5, 64)  # 5 rows: the other kernel, the same rounded weights
+    torch.testing.assert_close(q(y), torch.nn.functional.linear(y, q.dequantized(), lin.bias.detach()))
+    torch.testing.assert_close(torch.cat([q(y[:3]), q(y[3:])]), q(y), atol=1e-5, rtol=1e-5)
+
+
+def test_int8_weights_option_replaces_the_decoder_linears_and_keeps_the_model(tiny_cfg, tiny_llm):
+    import dataclasses
+
+    from agent.llm import load_llm
+    from agent.llm_quant import Int8WeightLinear
+
+    with pytest.raises(ValueError, match="llm.weights"):
+        load_llm(dataclasses.replace(tiny_cfg.llm, weights="int4"))
+    q = load_llm(dataclasses.replace(tiny_cfg.llm, weights="int8"))
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in tiny_llm.model.base_model.layers.modules())
+    assert n_linear > 0
+    assert sum(isinstance(m, Int8WeightLinear) for m in q.model.base_model.layers.modules()) == n_linear
+    assert not any(isinstance(m, torch.nn.Linear) for m in q.model.base_model.layers.modules())
+    q.assert_frozen()
+    # Decoding token by token (one row: int8) stays close to the native model.
+    ids = torch.randint(0, 1000, (1, 10))
+    outs = []
+    for model in (tiny_llm, q):
+        with model.streaming(1):
+            outs.append(torch.cat([model.prefill_ids(ids[:, i : i + 1]).logits for i in range(10)], 1))
+    cos = torch.nn.functional.cosine_similarity(outs[0].float(), outs[1].float(), dim=-1)
+    assert cos.min() > 0.99 and not torch.equal(outs[0], outs[1])

@@ -240,6 +240,32 @@ def test_judge_words_are_deterministic_and_skip_punctuation(tiny_cfg, voice):
     assert len(first) == 2
     assert first[0] == pytest.approx(3 + syn.words[0].start, abs=0.15)
     assert first[1] == pytest.approx(14 + syn.words[0].start, abs=0.15)
+    # Region by region (the VAD's segments), the same words at the same channel times.
+    speech_s = len(speech) / RATE
+    d = judge_words(judge, y, segments=[(3.0, 3.0 + speech_s), (14.0, 14.0 + speech_s)])
+    assert [w.text for w in d] == [w.text for w in a] * 2
+    for i, (u, v) in enumerate(zip(d, a + a, strict=True)):
+        shift = 3.0 - 0.5 if i < len(a) else 14.0 - 0.5  # ``a`` was rendered 0.5 s into its clip
+        assert u.start == pytest.approx(v.start + shift, abs=0.15)
+
+
+def test_speech_regions_bridge_short_gaps_pad_and_fit_whisper_windows():
+    from duplex.sim_metrics import REGION_MAX_S, speech_regions
+
+    assert speech_regions([(5.0, 6.0), (1.0, 2.0), (2.5, 3.0)], 10.0) == [
+        pytest.approx((0.85, 3.15)), pytest.approx((4.85, 6.15))]
+    # Padding never crosses the channel's ends or a neighbouring region.
+    assert speech_regions([(0.05, 1.0), (2.05, 2.95)], 3.0) == [pytest.approx((0.0, 1.15)), pytest.approx((1.9, 3.0))]
+    # 40 s of talk with 0.5 s gaps and one 0.9 s gap at 20 s: cut there, not mid-word.
+    segs = [(float(t), t + 0.5) for t in range(40) if t != 20]
+    segs = [(a, b) for a, b in segs if a < 19.5] + [(20.4, 20.9)] + [(a, b) for a, b in segs if a > 20.5]
+    regions = speech_regions(segs, 45.0)
+    assert len(regions) == 2 and regions[0][1] == pytest.approx(19.65) and regions[1][0] == pytest.approx(20.25)
+    assert all(b - a <= REGION_MAX_S + 0.3 for a, b in regions)
+    # One segment longer than a window: hard cuts.
+    regions = speech_regions([(1.0, 61.0)], 62.0)
+    assert len(regions) == 3 and all(b - a <= REGION_MAX_S + 0.3 for a, b in regions)
+    assert regions[0][0] == pytest.approx(0.85) and regions[-1][1] == pytest.approx(61.15)
 
 
 def test_two_agents_hear_each_other_through_the_channel():

@@ -27,13 +27,13 @@ def _speech(seconds: float) -> np.ndarray:
     return np.tile(audio, reps)[: int(seconds * 16000)]
 
 
-def _measure(cfg: AgentConfig, dtype: str, repeats: int, chunks: int, audio: np.ndarray) -> dict:
+def _measure(cfg: AgentConfig, dtype: str, weights: str, repeats: int, chunks: int, audio: np.ndarray) -> dict:
     import dataclasses
 
     from agent.llm import load_llm
     from agent.speech_input import load_listener
 
-    llm = load_llm(dataclasses.replace(cfg.llm, dtype=dtype))
+    llm = load_llm(dataclasses.replace(cfg.llm, dtype=dtype, weights=weights))
     listener = load_listener(cfg.speech, llm)
     n = listener.speech.chunk_samples
     x_all = torch.from_numpy(audio)
@@ -74,17 +74,20 @@ def _measure(cfg: AgentConfig, dtype: str, repeats: int, chunks: int, audio: np.
 
 
 def run(cfg: AgentConfig, repeats: int = 3, chunks: int = 60, threads: int = 1) -> dict:
-    """Headline figures use the dtype the runtime loads the LLM in (``runtime.llm_dtype``, else
-    ``llm.dtype``): that is the per-chunk cost a session pays. The other dtype is reported beside it."""
+    """Headline figures use the dtype and weights the runtime loads the LLM with (``runtime.llm_dtype``
+    and ``runtime.llm_weights``, else ``llm.*``): that is the per-chunk cost a session pays. Both
+    dtypes with native weights are reported beside it (``by_llm_dtype``)."""
     torch.set_num_threads(threads)
     audio = _speech(chunks * 0.16)
     runtime_dtype = cfg.runtime.llm_dtype or cfg.llm.dtype
-    dtypes = [runtime_dtype] + [d for d in ("float32", "bfloat16") if d != runtime_dtype]
-    by_dtype = {d: _measure(cfg, d, repeats, chunks, audio) for d in dtypes}
-    head = by_dtype[runtime_dtype]
+    runtime_weights = cfg.runtime.llm_weights or cfg.llm.weights
+    head = _measure(cfg, runtime_dtype, runtime_weights, repeats, chunks, audio)
+    by_dtype = {d: head if runtime_weights == "native" and d == runtime_dtype
+                else _measure(cfg, d, "native", repeats, chunks, audio) for d in ("float32", "bfloat16")}
     return {
         **head,
         "llm_dtype": runtime_dtype,
+        "llm_weights": runtime_weights,
         "by_llm_dtype": by_dtype,
         "weights": cfg.speech.weights_card or "untrained",
         "model": cfg.llm.card,

@@ -1,4 +1,4 @@
-"""``bench llm``: prefill and decode throughput of the frozen LLM (fp32 and bf16), peak RSS."""
+"""``bench llm``: prefill and decode throughput of the frozen LLM (fp32, bf16, bf16 with int8 weights), peak RSS."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ _PROMPT = (
 )
 
 
-def _measure(cfg: AgentConfig, dtype: str, prefill_tokens: int, decode_tokens: int, repeats: int) -> dict:
+def _measure(cfg: AgentConfig, dtype: str, prefill_tokens: int, decode_tokens: int, repeats: int,
+             weights: str = "native") -> dict:
     from agent.llm import load_llm
 
     t0 = time.perf_counter()
-    llm = load_llm(dataclasses.replace(cfg.llm, dtype=dtype, max_context=prefill_tokens + decode_tokens + 8))
+    llm = load_llm(dataclasses.replace(cfg.llm, dtype=dtype, weights=weights,
+                                       max_context=prefill_tokens + decode_tokens + 8))
     load_s = time.perf_counter() - t0
     ids = llm.encode_text(_PROMPT * (1 + prefill_tokens // 30))[:prefill_tokens]
     prompt = torch.tensor([ids])
@@ -48,15 +50,18 @@ def _measure(cfg: AgentConfig, dtype: str, prefill_tokens: int, decode_tokens: i
 def run(cfg: AgentConfig, repeats: int = 5, prefill_tokens: int = 256, decode_tokens: int = 64) -> dict:
     fp32 = _measure(cfg, "float32", prefill_tokens, decode_tokens, repeats)
     bf16 = _measure(cfg, "bfloat16", prefill_tokens, decode_tokens, repeats)
+    bf16_int8 = _measure(cfg, "bfloat16", prefill_tokens, decode_tokens, repeats, weights="int8")
     return {
         "model": cfg.llm.card,
-        # Headline figures are fp32, the dtype the default agent decodes in.
+        # Headline figures are fp32, the dtype training and offline evaluation use; the runtime
+        # decodes in bf16 with int8 weights (``runtime.llm_dtype``/``llm_weights``): "bf16_int8".
         "prefill_tok_s": fp32["prefill_tok_s"],
         "decode_tok_s": fp32["decode_tok_s"],
         "peak_rss_mb": fp32["peak_rss_mb"],
         "load_s": fp32["load_s"],
         "fp32": fp32,
         "bf16": bf16,
+        "bf16_int8": bf16_int8,
         "prefill_tokens": prefill_tokens,
         "decode_tokens": decode_tokens,
         "repeats": repeats,
