@@ -19,7 +19,7 @@ def test_bench_llm_json_on_tiny_preset(capsys):
     result = json.loads(capsys.readouterr().out)
     for key in ("prefill_tok_s", "decode_tok_s", "peak_rss_mb"):
         assert result[key] > 0
-    assert result["bf16"]["decode_tok_s"] > 0
+    assert result["bf16"]["decode_tok_s"] > 0 and result["bf16_int8"]["decode_tok_s"] > 0
 
 
 def test_bench_voice_json(capsys):

@@ -285,6 +285,8 @@ def run(cfg: AgentConfig, n: int = 20, head: str = "model", untrained: bool = Fa
         "untrained": untrained,
         "input_audio_s": round(input_s, 2),
         "compute_scale": compute_scale,
+        "llm_dtype": cfg.runtime.llm_dtype or cfg.llm.dtype,
+        "llm_weights": cfg.runtime.llm_weights or cfg.llm.weights,
         "llm_decode_tok_s_1thread_now": round(llm_tok_s, 1),
         "model_load_s": round(load_s, 2),
         "load_average_before": [round(x, 2) for x in load_before],
