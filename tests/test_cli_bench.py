@@ -31,3 +31,15 @@ def test_bench_voice_json(capsys):
 def test_config_show(capsys):
     assert main(["config", "show", "--preset", "tiny", "--set", "llm.max_new_tokens=5"]) == 0
     assert "max_new_tokens: 5" in capsys.readouterr().out
+
+
+def test_bench_llm_weights_json_on_tiny_preset(capsys):
+    assert main(["bench", "llm-weights", "--json", "--preset", "tiny", "--param", "questions=3",
+                 "--param", "max_new_tokens=4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["questions"] == 3 and result["runtime_variant"] == {"dtype": "bfloat16", "weights": "int8"}
+    assert set(result["answer_ppl"]) == {"fp32", "bf16", "runtime"}
+    assert all(v > 1.0 for v in result["answer_ppl"].values())
+    for pair in ("bf16_vs_fp32", "runtime_vs_bf16"):
+        d = result["drift"][pair]
+        assert 0 <= d["identical"] <= d["token_f1_ge_0.6"] <= 3 and 0.0 <= d["mean_token_f1"] <= 1.0
