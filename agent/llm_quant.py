@@ -7,10 +7,11 @@ activations stay bf16). That kernel only wins for a few rows at a time (bf16 vs 
 blocks, 1 thread: 1 row 29 vs 15 ms, 4 rows 31 vs 21, 8 rows 35 vs 33, 16 rows 42 vs 55), so each
 layer also keeps its rounded weights dequantised to the activation dtype for larger blocks (a long
 prefill, a listening backlog beyond 4 chunks): one linear map, two kernels, so a block gives the
-same result (to float rounding) however it is split. Weights are quantised per output channel, symmetric, to [-127, 127]; activations are not
-(int8 *dynamic* quantisation, which rounds them too, moved the state head's probabilities by up to
-0.36 and was rejected). The embeddings and the tied output head stay native, so token logits come
-from the exact head.
+same result (to float rounding) however it is split. Weights are quantised per output channel,
+symmetric, to [-127, 127]; activations are not (int8 *dynamic* quantisation, which rounds them
+too, moved the state head's probabilities by up to 0.36 and was rejected). The embeddings and the
+tied output head stay native, so token logits come from the exact head. The accuracy price is
+measured by ``duplex-agent bench llm-weights``.
 """
 
 from __future__ import annotations
