@@ -553,7 +553,11 @@ class TurnPolicyConfig:
     take_turn_min_silence_s: float = 0.04
     """The user must have been inactive this long at the end of the chunk that takes the turn."""
     fallback_silence_s: float = 1.2
-    """Take the turn after this much silence following user speech even without the head (0 = off)."""
+    """Take the turn after this much silence following user speech even without the head (0 = off).
+    5 of 19 bench turns end here (the head never reaches ``interrupt_threshold``), so it sets the
+    response p90: at 0.9 s, `bench duplex` p90 1481 ms vs 1781-1821 at 1.2 s (AMD machine, int8
+    weights, one run; pause kept 0.90 either way). Not the default until the simulation's pauses
+    (`simulate`, pause TOR) have been measured with it."""
     onset_s: float = 0.04
     """Activity needed before the agent's audio pauses (on top of the VAD's own start delay)."""
     resume_after_s: float = 0.45
