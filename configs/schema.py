@@ -556,8 +556,10 @@ class TurnPolicyConfig:
     """Take the turn after this much silence following user speech even without the head (0 = off).
     5 of 19 bench turns end here (the head never reaches ``interrupt_threshold``), so it sets the
     response p90: at 0.9 s, `bench duplex` p90 1481 ms vs 1781-1821 at 1.2 s (AMD machine, int8
-    weights, one run; pause kept 0.90 either way). Not the default until the simulation's pauses
-    (`simulate`, pause TOR) have been measured with it."""
+    weights, one run; pause kept 0.90 either way). `simulate --delays 0 240` at 0.9 s vs 1.2 s (same
+    20 dialogues): turn-taking latency 0.70 / 1.17 s vs 0.78 / 1.28 s, turn-taking TOR 0.88 / 0.88 vs
+    0.90 / 0.86, pause TOR 0.07 / 0.03 vs 0.07 / 0.07 (prediction on): one or two cases either way,
+    so it stays at 1.2 s (fewer users cut off in long pauses) until a larger sweep decides."""
     onset_s: float = 0.04
     """Activity needed before the agent's audio pauses (on top of the VAD's own start delay)."""
     resume_after_s: float = 0.45
