@@ -552,14 +552,10 @@ def load_runtime_tts(cfg: Any) -> EmotionTTS:
     return EmotionTTS(tts)
 
 
-def load_duplex_model(cfg: Any) -> DuplexModel:
-    """Factory: every part by its card from an ``AgentConfig`` (LLM dtype and weights from ``runtime``)."""
+def runtime_llm_config(cfg: Any) -> Any:
+    """``cfg.llm`` as the runtime loads it: ``runtime.llm_dtype`` / ``runtime.llm_weights`` override
+    ``llm.dtype`` / ``llm.weights`` where set (the benches report the same)."""
     import dataclasses
-
-    from agent.llm import load_llm
-    from agent.speech_input import load_listener
-    from agent.unit_generator import load_generator
-    from agent.units import load_unit_tokenizer
 
     llm_cfg = cfg.llm
     runtime = getattr(cfg, "runtime", None)
@@ -567,7 +563,17 @@ def load_duplex_model(cfg: Any) -> DuplexModel:
         llm_cfg = dataclasses.replace(llm_cfg, dtype=runtime.llm_dtype)
     if runtime is not None and runtime.llm_weights:
         llm_cfg = dataclasses.replace(llm_cfg, weights=runtime.llm_weights)
-    llm = load_llm(llm_cfg)
+    return llm_cfg
+
+
+def load_duplex_model(cfg: Any) -> DuplexModel:
+    """Factory: every part by its card from an ``AgentConfig`` (the LLM by ``runtime_llm_config``)."""
+    from agent.llm import load_llm
+    from agent.speech_input import load_listener
+    from agent.unit_generator import load_generator
+    from agent.units import load_unit_tokenizer
+
+    llm = load_llm(runtime_llm_config(cfg))
     listener = load_listener(cfg.speech, llm)
     units = load_unit_tokenizer(cfg.units)
     generator = load_generator(cfg.generator)

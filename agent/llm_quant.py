@@ -20,13 +20,15 @@ import torch
 from torch import nn
 
 WEIGHT_MODES = ("native", "int8")
+MAX_INT8_ROWS = 8
+"""Largest block (positions) the int8 kernel takes; see the module docstring for the crossover."""
 
 
 class Int8WeightLinear(nn.Module):
     """``y = x Q^T + b`` with ``Q`` the int8-rounded ``W``: int8 rows times a per-row scale for at most
     ``max_rows`` rows, the same ``Q`` dequantised (activation dtype) for more."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, max_rows: int = 8) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, max_rows: int = MAX_INT8_ROWS) -> None:
         super().__init__()
         w = weight.detach().float()
         scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
@@ -38,7 +40,7 @@ class Int8WeightLinear(nn.Module):
         self.in_features, self.out_features = int(w.shape[1]), int(w.shape[0])
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, max_rows: int = 8) -> Int8WeightLinear:
+    def from_linear(cls, linear: nn.Linear, max_rows: int = MAX_INT8_ROWS) -> Int8WeightLinear:
         return cls(linear.weight, linear.bias, max_rows)
 
     def dequantized(self) -> torch.Tensor:
@@ -57,7 +59,7 @@ class Int8WeightLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 up to {self.max_rows} rows"
 
 
-def quantize_linears(blocks: nn.Module, max_rows: int = 8) -> int:
+def quantize_linears(blocks: nn.Module, max_rows: int = MAX_INT8_ROWS) -> int:
     """Replace every ``nn.Linear`` inside ``blocks`` (in place); returns how many were replaced."""
     count = 0
     for name, child in list(blocks.named_children()):

@@ -203,11 +203,13 @@ def run(cfg: AgentConfig, n: int = 20, head: str = "model", untrained: bool = Fa
     (e.g. 0.25 asks "on a machine 4x faster than this one right now"); reported, never hidden."""
     if head not in ("model", "oracle"):
         raise ValueError(f"head must be model or oracle, got {head!r}")
+    from agent.duplex_model import runtime_llm_config
     from duplex.bench.heldout import heldout_material
     from duplex.session import DuplexAgentFactory
     from duplex.watchdog import LoopWatchdog
 
     cfg = _config(cfg, untrained)
+    llm_cfg = runtime_llm_config(cfg)
     t_load = time.perf_counter()
     factory = DuplexAgentFactory.from_config(cfg, watchdog=False)
     factory.tune_process()
@@ -285,8 +287,8 @@ def run(cfg: AgentConfig, n: int = 20, head: str = "model", untrained: bool = Fa
         "untrained": untrained,
         "input_audio_s": round(input_s, 2),
         "compute_scale": compute_scale,
-        "llm_dtype": cfg.runtime.llm_dtype or cfg.llm.dtype,
-        "llm_weights": cfg.runtime.llm_weights or cfg.llm.weights,
+        "llm_dtype": llm_cfg.dtype,
+        "llm_weights": llm_cfg.weights,
         "llm_decode_tok_s_1thread_now": round(llm_tok_s, 1),
         "model_load_s": round(load_s, 2),
         "load_average_before": [round(x, 2) for x in load_before],

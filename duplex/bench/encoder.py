@@ -79,8 +79,10 @@ def run(cfg: AgentConfig, repeats: int = 3, chunks: int = 60, threads: int = 1) 
     dtypes with native weights are reported beside it (``by_llm_dtype``)."""
     torch.set_num_threads(threads)
     audio = _speech(chunks * 0.16)
-    runtime_dtype = cfg.runtime.llm_dtype or cfg.llm.dtype
-    runtime_weights = cfg.runtime.llm_weights or cfg.llm.weights
+    from agent.duplex_model import runtime_llm_config
+
+    rt = runtime_llm_config(cfg)
+    runtime_dtype, runtime_weights = rt.dtype, rt.weights
     head = _measure(cfg, runtime_dtype, runtime_weights, repeats, chunks, audio)
     by_dtype = {d: head if runtime_weights == "native" and d == runtime_dtype
                 else _measure(cfg, d, "native", repeats, chunks, audio) for d in ("float32", "bfloat16")}

@@ -50,12 +50,14 @@ def _answer_nll(llm, question: str, answer: list[int]) -> tuple[float, int]:
 
 
 def run(cfg: AgentConfig, questions: int = 28, max_new_tokens: int = 40, threads: int = 1) -> dict:
+    from agent.duplex_model import runtime_llm_config
     from agent.llm import load_llm
     from agent.text_metrics import token_f1
 
     torch.set_num_threads(threads)
     qs = _questions(cfg, questions)
-    runtime = (cfg.runtime.llm_dtype or cfg.llm.dtype, cfg.runtime.llm_weights or cfg.llm.weights)
+    rt = runtime_llm_config(cfg)
+    runtime = (rt.dtype, rt.weights)
     variants = {"fp32": ("float32", "native"), "bf16": ("bfloat16", "native"),
                 "runtime": runtime}
     answers: dict[str, list[str]] = {}
