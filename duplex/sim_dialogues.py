@@ -32,7 +32,8 @@ class Pause:
 
 @dataclass(frozen=True)
 class TurnEnd:
-    """A user turn that ended: the agent should take the turn in [end, window_end)."""
+    """A user turn that ended: the agent should take the turn in [end, window_end), window_end being the
+    start of the user's next turn (other user sounds do not end the window)."""
 
     end: float
     window_end: float
@@ -87,7 +88,10 @@ def from_record(rec: dict[str, Any], root: Path) -> ScriptedDialogue:
     for s in segs:
         if s["channel"] != "user" or s["kind"] != "turn":
             continue
-        nxt = [u[0] for u in user_all if u[0] > s["end"] + 0.05]
+        # Only the user's next real turn closes the window: a backchannel, a cough, side talk or
+        # background speech does not take the floor back (Full-Duplex-Bench v1.5 asks the agent to
+        # talk on through them), and an agent that paused for one and resumed still took the turn.
+        nxt = [u[0] for u in user_all if u[0] > s["end"] + 0.05 and u[2] == "turn"]
         window_end = min(nxt) if nxt else duration + 5.0
         ends.append(TurnEnd(end=float(s["end"]), window_end=float(window_end), bargein=bool(s.get("bargein")),
                             start=float(s["start"])))

@@ -113,6 +113,24 @@ def test_score_and_pool_a_hand_built_call():
     assert fig["cases"] == {"pause": 2, "turn_taking": 4, "interruption": 2, "floor_transfers": 3, "head_chunks": 30}
 
 
+def test_only_the_users_next_turn_closes_a_turn_taking_window(tmp_path):
+    from duplex.sim_dialogues import from_record
+    from speech_io.wav import write_wav
+
+    write_wav(tmp_path / "d.wav", np.zeros((10 * RATE, 2), np.float32), RATE)
+    seg = lambda ch, kind, a, b, **kw: dict(channel=ch, kind=kind, start=a, end=b, **kw)  # noqa: E731
+    rec = {"id": "d", "audio": "d.wav", "segments": [
+        seg("user", "turn", 0.5, 2.0, pauses=[[1.0, 1.6]]), seg("agent", "turn", 2.4, 5.0),
+        seg("user", "backchannel", 3.0, 3.4), seg("user", "noise", 3.8, 4.0),
+        seg("user", "turn", 5.5, 6.5, bargein=True), seg("user", "side", 7.0, 7.5)]}
+    d = from_record(rec, tmp_path)
+    # The "mm-hm" at 3.0 and the cough at 3.8 do not end the agent's window: the next turn (5.5) does.
+    assert [(t.end, t.window_end) for t in d.smooth_turns] == [(2.0, 5.5)]
+    # No user turn after the barge-in: the window runs past the end (side talk does not close it).
+    assert [(t.end, t.window_end) for t in d.interruptions] == [(6.5, 15.0)]
+    assert d.pauses == [Pause(1.0, 1.6)] and d.user_turns == [(0.5, 2.0), (5.5, 6.5)]
+
+
 def _fdb_tree(root, audio):
     from speech_io.wav import write_wav
 
