@@ -142,6 +142,10 @@ class TTSTrainConfig:
     Piper is the same: 6.7% at 0 vs 7.5% at 0.667 on 30 test lines)."""
     lookahead: int = 1
     """Units of lookahead of a newly trained decoder."""
+    init: str = ""
+    """Weights file (a unit decoder's safetensors, e.g. the bundled one) the front end and upsampler start
+    from instead of random: its architecture is used (``lookahead`` is ignored) and its units must be
+    the ones trained on. Ignored when ``out_dir`` holds a checkpoint to resume."""
     dropout: float = 0.1
     """Dropout in the front end / upsampler blocks while training (the corpus is small)."""
     steps: int = 3000

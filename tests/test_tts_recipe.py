@@ -46,3 +46,23 @@ def test_neutral_recipe_trains_from_a_prepared_cache_and_resumes(tmp_path, voice
     assert exported and all(v.dtype == torch.float16 for v in exported.values() if v.is_floating_point())
     for k, v in exported.items():
         torch.testing.assert_close(v.float(), state["model"][k].float(), atol=2e-3, rtol=1e-2)
+
+    # Fine-tuning starts from a weights file (`tts_train.init`): a fresh run at learning rate 0 holds
+    # exactly the file's weights; a file made on other units is refused.
+    init = [*overrides[:-2], f"tts_train.out_dir={tmp_path / 'runs2'}", f"tts_train.init={out['weights']}",
+            "tts_train.steps=1", "tts_train.mel_steps=0", "tts_train.lr=0", "tts_train.lookahead=2"]
+    tts_neutral.main(load_config("default", init), stages=("train",), progress=False)
+    tuned = torch.load(tmp_path / "runs2" / "neutral" / "checkpoint.pt", weights_only=False)["model"]
+    assert tuned.keys() >= exported.keys()
+    for k, v in exported.items():
+        torch.testing.assert_close(tuned[k], v.float())
+    from agent.tts import read_tts_meta, save_tts
+
+    model = tts_neutral.setup(load_config("default", init), identity, resume=False).model
+    assert model.cfg.lookahead == read_tts_meta(out["weights"]).config.lookahead == 1  # the file's, not 2
+    other = save_tts(model, tmp_path / "other.safetensors", units="units:someone-else:0")
+    bad = load_config("default", [*init[:-4], f"tts_train.init={other}", f"tts_train.out_dir={tmp_path / 'runs3'}"])
+    import pytest
+
+    with pytest.raises(ValueError, match="someone-else"):
+        tts_neutral.setup(bad, identity)

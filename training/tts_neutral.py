@@ -13,6 +13,7 @@ setup / train / save_checkpoint / evaluate / export, thin `main`.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agent.tts import UnitTTS, UnitTTSConfig, build_tts, save_tts
+from agent.tts import UnitTTS, UnitTTSConfig, build_tts, load_tts_weights, read_tts_meta, save_tts
 from configs.schema import AgentConfig
 from training.tts_data import (
     Item,
@@ -88,7 +89,19 @@ def setup(cfg: AgentConfig, units: str, resume: bool = True) -> NeutralRun:
         torch.set_num_threads(tc.num_threads)
     torch.manual_seed(tc.seed)
     vits, _ = load_vits(cfg.voice)
-    model = build_tts(UnitTTSConfig(lookahead=tc.lookahead, dropout=tc.dropout), vits.dec)
+    ckpt = Path(tc.out_dir) / "neutral" / "checkpoint.pt"
+    init = tc.init if tc.init and not (resume and ckpt.is_file()) else ""
+    if init:
+        meta = read_tts_meta(init)
+        if meta.units != units:
+            raise ValueError(f"tts_train.init={init} was trained on units {meta.units}, not {units}")
+        arch = dataclasses.replace(meta.config, dropout=tc.dropout)
+    else:
+        arch = UnitTTSConfig(lookahead=tc.lookahead, dropout=tc.dropout)
+    model = build_tts(arch, vits.dec)
+    if init:
+        load_tts_weights(model, init)
+        print(f"front end and upsampler from {init}")
     model.decoder.requires_grad_(False)  # the Piper decoder stays as it is
     model.upsampler.duration.requires_grad_(False)  # neutral units last 40 ms: log-scale stays 0
     params = [p for p in model.parameters() if p.requires_grad]
@@ -97,7 +110,6 @@ def setup(cfg: AgentConfig, units: str, resume: bool = True) -> NeutralRun:
     run = NeutralRun(cfg=cfg, model=model, optimizer=optimizer,
                      train_items=[i for i in items if i.split == "train"], val_items=[i for i in items if i.split == "val"],
                      units=units, out_dir=Path(tc.out_dir) / "neutral", rng=np.random.default_rng(tc.seed))
-    ckpt = run.out_dir / "checkpoint.pt"
     if resume and ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
         if state["units"] != units:
@@ -253,6 +265,7 @@ def main(cfg: AgentConfig, *, stages: tuple[str, ...] = ("data", "train", "eval"
     if "eval" in stages:
         test = load_items(cache_dir(cfg), units, ("test",))
         result["eval"] = evaluate(run.model, test, cfg, cfg.tts_train.eval_items, progress)
+        run.out_dir.mkdir(parents=True, exist_ok=True)  # an eval-only run of a fresh out_dir
         (run.out_dir / "eval.json").write_text(json.dumps(result["eval"], indent=2))
     if export_to:
         result["weights"] = str(export(run, export_to, result.get("eval")))
