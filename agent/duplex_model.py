@@ -566,6 +566,18 @@ def runtime_llm_config(cfg: Any) -> Any:
     return llm_cfg
 
 
+def apply_runtime_encoder_weights(listener: Any, cfg: Any) -> None:
+    """``runtime.encoder_weights``: int8 linears in the speech encoder's Transformer layers (in place)."""
+    from agent.llm_quant import WEIGHT_MODES, quantize_linears
+
+    runtime = getattr(cfg, "runtime", None)
+    mode = runtime.encoder_weights if runtime is not None else "native"
+    if mode not in WEIGHT_MODES:
+        raise ValueError(f"runtime.encoder_weights must be one of {', '.join(WEIGHT_MODES)}, got {mode!r}")
+    if mode == "int8":
+        quantize_linears(listener.speech.encoder.layers, act_dtype=torch.bfloat16)
+
+
 def load_duplex_model(cfg: Any) -> DuplexModel:
     """Factory: every part by its card from an ``AgentConfig`` (the LLM by ``runtime_llm_config``)."""
     from agent.llm import load_llm
@@ -575,6 +587,7 @@ def load_duplex_model(cfg: Any) -> DuplexModel:
 
     llm = load_llm(runtime_llm_config(cfg))
     listener = load_listener(cfg.speech, llm)
+    apply_runtime_encoder_weights(listener, cfg)
     units = load_unit_tokenizer(cfg.units)
     generator = load_generator(cfg.generator)
     tts = load_runtime_tts(cfg)

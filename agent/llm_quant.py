@@ -12,6 +12,10 @@ symmetric, to [-127, 127]; activations are not (int8 *dynamic* quantisation, whi
 too, moved the state head's probabilities by up to 0.36 and was rejected). The embeddings and the
 tied output head stay native, so token logits come from the exact head. The accuracy price is
 measured by ``duplex-agent bench llm-weights``.
+
+The speech encoder's fp32 Transformer layers use the same linears at run time (``act_dtype``
+bfloat16: the kernel is only fast for bf16 activations, ~20x slower for fp32 ones): its 8 rows per
+chunk are in the kernel's range (``runtime.encoder_weights``, configs/schema.py, has the figures).
 """
 
 from __future__ import annotations
@@ -28,20 +32,24 @@ class Int8WeightLinear(nn.Module):
     """``y = x Q^T + b`` with ``Q`` the int8-rounded ``W``: int8 rows times a per-row scale for at most
     ``max_rows`` rows, the same ``Q`` dequantised (activation dtype) for more."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, max_rows: int = MAX_INT8_ROWS) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, max_rows: int = MAX_INT8_ROWS,
+                 act_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         w = weight.detach().float()
         scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
         self.register_buffer("qweight", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scales", scale.to(weight.dtype))
+        # The int8 kernel's activations (and scales) are in ``act_dtype``; its output returns to the
+        # input's dtype. The dequantised weight keeps the layer's own dtype for large blocks.
+        self.register_buffer("scales", scale.to(act_dtype or weight.dtype))
         self.register_buffer("weight", self.dequantized().to(weight.dtype))
         self.register_buffer("bias", None if bias is None else bias.detach())
         self.max_rows = max_rows
         self.in_features, self.out_features = int(w.shape[1]), int(w.shape[0])
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, max_rows: int = MAX_INT8_ROWS) -> Int8WeightLinear:
-        return cls(linear.weight, linear.bias, max_rows)
+    def from_linear(cls, linear: nn.Linear, max_rows: int = MAX_INT8_ROWS,
+                    act_dtype: torch.dtype | None = None) -> Int8WeightLinear:
+        return cls(linear.weight, linear.bias, max_rows, act_dtype)
 
     def dequantized(self) -> torch.Tensor:
         """(out, in) float32 weight both paths multiply by."""
@@ -52,20 +60,20 @@ class Int8WeightLinear(nn.Module):
         if flat.shape[0] > self.max_rows:
             return nn.functional.linear(x, self.weight, self.bias)
         y = torch.ops.aten._weight_int8pack_mm(flat.to(self.scales.dtype).contiguous(), self.qweight, self.scales)
-        y = y.reshape(*x.shape[:-1], self.out_features)
+        y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 up to {self.max_rows} rows"
 
 
-def quantize_linears(blocks: nn.Module, max_rows: int = MAX_INT8_ROWS) -> int:
+def quantize_linears(blocks: nn.Module, max_rows: int = MAX_INT8_ROWS, act_dtype: torch.dtype | None = None) -> int:
     """Replace every ``nn.Linear`` inside ``blocks`` (in place); returns how many were replaced."""
     count = 0
     for name, child in list(blocks.named_children()):
         if isinstance(child, nn.Linear):
-            setattr(blocks, name, Int8WeightLinear.from_linear(child, max_rows))
+            setattr(blocks, name, Int8WeightLinear.from_linear(child, max_rows, act_dtype))
             count += 1
         else:
-            count += quantize_linears(child, max_rows)
+            count += quantize_linears(child, max_rows, act_dtype)
     return count

@@ -11,12 +11,14 @@ import torch
 from agent.duplex_model import CONTINUE, INTERRUPT, REJECT, emotion_from_text
 
 
-def _load(tiny_cfg, head_context: int = 1):
+def _load(tiny_cfg, head_context: int = 1, encoder_weights: str | None = None):
     import dataclasses
 
     from agent.duplex_model import load_duplex_model
 
-    cfg = dataclasses.replace(tiny_cfg, runtime=dataclasses.replace(tiny_cfg.runtime, max_reply_s=2.0, max_tail_s=0.5))
+    rt = dataclasses.replace(tiny_cfg.runtime, max_reply_s=2.0, max_tail_s=0.5,
+                             encoder_weights=encoder_weights or tiny_cfg.runtime.encoder_weights)
+    cfg = dataclasses.replace(tiny_cfg, runtime=rt)
     if head_context != 1:
         sc = cfg.speech
         cfg = dataclasses.replace(cfg, speech=dataclasses.replace(
@@ -36,7 +38,9 @@ def _audio(n_chunks: int, seed: int = 0) -> np.ndarray:
     return (0.2 * np.sin(2 * np.pi * 180 * t) * (rng.random(len(t)) > 0.3) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
 
 
-def test_listening_several_chunks_at_once_equals_one_by_one(model):
+@pytest.mark.parametrize("encoder_weights", ["native", "int8"])
+def test_listening_several_chunks_at_once_equals_one_by_one(tiny_cfg, encoder_weights):
+    model = _load(tiny_cfg, encoder_weights=encoder_weights)
     audio = _audio(5)
     speaking = [False, False, True, True, False]
     a, b = model.new_state(), model.new_state()
@@ -44,15 +48,18 @@ def test_listening_several_chunks_at_once_equals_one_by_one(model):
     first = model.listen_chunks(b, audio[:2560], speaking[:1])
     rest = model.listen_chunks(b, audio[2560:], speaking[1:])
     many = first + rest
+    # With int8 encoder weights a batch of chunks runs the same rounded weights in fp32 where one
+    # chunk runs the int8 kernel on bf16 activations: equal up to that rounding.
+    tol = dict(atol=2e-5, rtol=1e-4) if encoder_weights == "native" else dict(atol=2e-3, rtol=1e-2)
     torch.testing.assert_close(torch.tensor(np.stack([r.probs for r in many])),
-                               torch.tensor(np.stack([r.probs for r in one])), atol=2e-5, rtol=1e-4)
+                               torch.tensor(np.stack([r.probs for r in one])), **tol)
     assert [r.index for r in many] == [0, 1, 2, 3, 4]
 
 
 def test_window_head_listening_in_batches_equals_one_by_one_across_a_taken_turn(tiny_cfg):
     """A 3-chunk state head keeps its window across batched listening and starts it afresh in
     the next listening context, as training's segments do."""
-    m = _load(tiny_cfg, head_context=3)
+    m = _load(tiny_cfg, head_context=3, encoder_weights="native")  # exact equality (int8: see above)
     audio = _audio(9, seed=4)
     speaking = [False] * 9
     a, b = m.new_state(), m.new_state()

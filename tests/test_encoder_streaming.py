@@ -154,3 +154,47 @@ def test_adapter_streamed_equals_offline(frames_per_step):
     assert offline.shape == (2, 12, 24)
     # Outputs sit at the LLM's embedding scale.
     torch.testing.assert_close(offline.pow(2).mean(-1).sqrt(), torch.full((2, 12), 0.5), rtol=1e-3, atol=1e-3)
+
+
+def test_int8_encoder_layers_stream_close_to_native_and_keep_fp32_state():
+    """``runtime.encoder_weights=int8``: the layers' linears take bf16 activations into the int8 kernel
+    (8 rows per 160 ms chunk) and return fp32; larger blocks use the same rounded weights in fp32."""
+    from agent.llm_quant import Int8WeightLinear, quantize_linears
+
+    torch.manual_seed(0)
+    enc = StreamingSpeechEncoder(TINY).eval()
+    q = StreamingSpeechEncoder(TINY).eval()
+    q.load_state_dict(enc.state_dict())
+    assert quantize_linears(q.layers, act_dtype=torch.bfloat16) == 6 * TINY.layers
+    audio = _speechlike(1, 1.6)
+    chunk = q.chunk_samples
+    with torch.no_grad():
+        ref, got = _stream(enc, audio, chunk), _stream(q, audio, chunk)
+        with q.streaming(1):
+            q.step(audio[:, :chunk])
+            assert q.layers[0].self_attn.streaming_state.keys.dtype == torch.float32
+        offline = q(audio)  # 80 rows: the dequantised fp32 kernel
+    assert got.dtype == torch.float32
+    rel = ((got - ref).norm() / ref.norm()).item()
+    assert 0 < rel < 0.05  # it really runs the rounded weights, and stays close
+    torch.testing.assert_close(got, offline, atol=0.05, rtol=0.05)  # one linear map, two kernels
+    lin = q.layers[0].fc1
+    assert isinstance(lin, Int8WeightLinear) and lin.scales.dtype == torch.bfloat16 and lin.weight.dtype == torch.float32
+
+
+def test_runtime_encoder_weights_option(default_cfg):
+    from agent.duplex_model import apply_runtime_encoder_weights
+    from agent.llm_quant import Int8WeightLinear
+
+    class _Listener:  # what apply_runtime_encoder_weights reads: listener.speech.encoder.layers
+        def __init__(self) -> None:
+            self.speech = type("S", (), {"encoder": StreamingSpeechEncoder(TINY)})()
+
+    for mode, want in (("native", 0), ("int8", 6 * TINY.layers)):
+        li = _Listener()
+        cfg = dataclasses.replace(default_cfg, runtime=dataclasses.replace(default_cfg.runtime, encoder_weights=mode))
+        apply_runtime_encoder_weights(li, cfg)
+        assert sum(isinstance(m, Int8WeightLinear) for m in li.speech.encoder.modules()) == want
+    bad = dataclasses.replace(default_cfg, runtime=dataclasses.replace(default_cfg.runtime, encoder_weights="int4"))
+    with pytest.raises(ValueError, match="encoder_weights"):
+        apply_runtime_encoder_weights(_Listener(), bad)

@@ -27,14 +27,18 @@ def _speech(seconds: float) -> np.ndarray:
     return np.tile(audio, reps)[: int(seconds * 16000)]
 
 
-def _measure(cfg: AgentConfig, dtype: str, weights: str, repeats: int, chunks: int, audio: np.ndarray) -> dict:
+def _measure(cfg: AgentConfig, dtype: str, weights: str, encoder_weights: str, repeats: int, chunks: int,
+             audio: np.ndarray) -> dict:
     import dataclasses
 
+    from agent.duplex_model import apply_runtime_encoder_weights
     from agent.llm import load_llm
     from agent.speech_input import load_listener
 
     llm = load_llm(dataclasses.replace(cfg.llm, dtype=dtype, weights=weights))
     listener = load_listener(cfg.speech, llm)
+    apply_runtime_encoder_weights(listener, dataclasses.replace(
+        cfg, runtime=dataclasses.replace(cfg.runtime, encoder_weights=encoder_weights)))
     n = listener.speech.chunk_samples
     x_all = torch.from_numpy(audio)
     times: list[float] = []
@@ -75,21 +79,25 @@ def _measure(cfg: AgentConfig, dtype: str, weights: str, repeats: int, chunks: i
 
 def run(cfg: AgentConfig, repeats: int = 3, chunks: int = 60, threads: int = 1) -> dict:
     """Headline figures use the dtype and weights the runtime loads the LLM with (``runtime.llm_dtype``
-    and ``runtime.llm_weights``, else ``llm.*``): that is the per-chunk cost a session pays. Both
-    dtypes with native weights are reported beside it (``by_llm_dtype``)."""
+    and ``runtime.llm_weights``, else ``llm.*``) and its encoder weights (``runtime.encoder_weights``):
+    that is the per-chunk cost a session pays. Both LLM dtypes with everything native (as trained)
+    are reported beside it (``by_llm_dtype``)."""
     torch.set_num_threads(threads)
     audio = _speech(chunks * 0.16)
     from agent.duplex_model import runtime_llm_config
 
     rt = runtime_llm_config(cfg)
     runtime_dtype, runtime_weights = rt.dtype, rt.weights
-    head = _measure(cfg, runtime_dtype, runtime_weights, repeats, chunks, audio)
-    by_dtype = {d: head if runtime_weights == "native" and d == runtime_dtype
-                else _measure(cfg, d, "native", repeats, chunks, audio) for d in ("float32", "bfloat16")}
+    encoder_weights = cfg.runtime.encoder_weights
+    head = _measure(cfg, runtime_dtype, runtime_weights, encoder_weights, repeats, chunks, audio)
+    native = runtime_weights == "native" and encoder_weights == "native"
+    by_dtype = {d: head if native and d == runtime_dtype
+                else _measure(cfg, d, "native", "native", repeats, chunks, audio) for d in ("float32", "bfloat16")}
     return {
         **head,
         "llm_dtype": runtime_dtype,
         "llm_weights": runtime_weights,
+        "encoder_weights": encoder_weights,
         "by_llm_dtype": by_dtype,
         "weights": cfg.speech.weights_card or "untrained",
         "model": cfg.llm.card,
