@@ -556,14 +556,18 @@ class TurnPolicyConfig:
     (Full-Duplex-Bench counts an utterance of 1 s or more as taking the turn)."""
     take_turn_min_silence_s: float = 0.04
     """The user must have been inactive this long at the end of the chunk that takes the turn."""
-    fallback_silence_s: float = 1.2
+    fallback_silence_s: float = 0.9
     """Take the turn after this much silence following user speech even without the head (0 = off).
-    5 of 19 bench turns end here (the head never reaches ``interrupt_threshold``), so it sets the
-    response p90: at 0.9 s, `bench duplex` p90 1481 ms vs 1781-1821 at 1.2 s (AMD machine, int8
-    weights, one run; pause kept 0.90 either way). `simulate --delays 0 240` at 0.9 s vs 1.2 s (same
-    20 dialogues): turn-taking latency 0.70 / 1.17 s vs 0.78 / 1.28 s, turn-taking TOR 0.88 / 0.88 vs
-    0.90 / 0.86, pause TOR 0.07 / 0.03 vs 0.07 / 0.07 (prediction on): one or two cases either way,
-    so it stays at 1.2 s (fewer users cut off in long pauses) until a larger sweep decides."""
+    The head never reaches ``interrupt_threshold`` on some turns (short questions: its *interrupt*
+    probability peaks at 0.6-0.7 some 0.3-0.6 s into the silence, then falls), 5 of 19 in `bench
+    duplex`, so this sets the response p90. 0.9 s, not 1.2 (AMD machine, int8 LLM weights):
+    `bench duplex` p90 1481 ms vs 1781-1821 at 1.2 s, pause kept 0.90 either way; `simulate --delays 0
+    240` (same 20 dialogues, prediction on): turn-taking TOR 0.90 / 0.92 vs 0.90 / 0.90, latency 0.73
+    / 1.21 s vs 0.78 / 1.31 s, pause TOR 0.07 / 0.03 vs 0.07 / 0.07. With the int8 encoder as well
+    (one run each): `bench duplex` p50 875 / p90 1430 ms, pause kept 0.90; `simulate` TOR 0.90 / 0.92,
+    pause TOR 0.07 / 0.03. A reply taken on this fallback starts to play ~0.5 s later, after the
+    0.5-1.0 s mid-turn pauses the bars are about, so a user who resumes cancels it unheard (the
+    *thinking* state); longer pauses are the price."""
     onset_s: float = 0.04
     """Activity needed before the agent's audio pauses (on top of the VAD's own start delay)."""
     resume_after_s: float = 0.45
