@@ -600,7 +600,7 @@ class RuntimeConfig:
     encoder_weights: str = "int8"
     """Weights the runtime runs the speech encoder's Transformer layers with ("native" = as trained, fp32):
     int8 weight-only with bf16 activations (agent/llm_quant.py). Measured on the AMD EPYC, 1 thread:
-    `bench encoder` encoder stage 7.9-8.9 -> 5.5-5.9 ms and chunk p50 43.1 -> 39.1 ms (3 runs each);
+    `bench encoder` encoder stage 7.9-8.9 -> 5.5-5.9 ms and chunk p50 43.1 -> 39.4 ms (3 and 4 runs);
     state-head probabilities on 1,476 chunks of held-out speech (questions, pauses, backchannels,
     barge-ins; chunk by chunk) moved by at most 0.032 (p99 0.022), argmax changed on 1 chunk.
     Training and `eval encoder` use the native encoder."""
