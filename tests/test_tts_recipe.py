@@ -3,6 +3,7 @@ train from a prepared cache (no "data" stage), resume, export a decoder that loa
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from configs import load_config
@@ -61,8 +62,6 @@ def test_neutral_recipe_trains_from_a_prepared_cache_and_resumes(tmp_path, voice
     model = tts_neutral.setup(load_config("default", init), identity, resume=False).model
     assert model.cfg.lookahead == read_tts_meta(out["weights"]).config.lookahead == 1  # the file's, not 2
     other = save_tts(model, tmp_path / "other.safetensors", units="units:someone-else:0")
-    bad = load_config("default", [*init[:-4], f"tts_train.init={other}", f"tts_train.out_dir={tmp_path / 'runs3'}"])
-    import pytest
-
+    bad = load_config("default", [*overrides[:-2], f"tts_train.init={other}", f"tts_train.out_dir={tmp_path / 'runs3'}"])
     with pytest.raises(ValueError, match="someone-else"):
         tts_neutral.setup(bad, identity)
