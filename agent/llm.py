@@ -20,7 +20,7 @@ from torch import nn
 from transformers.cache_utils import Cache
 
 from agent.assets import AssetError, ModelCard, load_card, prepared_dir
-from agent.llm_quant import WEIGHT_MODES, Int8WeightLinear, quantize_linears
+from agent.llm_quant import WEIGHT_MODES, quantize_linears
 from agent.streaming import StreamingModule, StreamingState
 from configs.schema import LLMConfig
 
@@ -347,10 +347,6 @@ def load_llm(cfg: LLMConfig) -> FrozenLLM:
         if not isinstance(blocks, nn.Module) or quantize_linears(blocks) == 0:
             raise AssetError(f"llm.weights=int8: no linear layers in {card.name!r}'s decoder blocks "
                              "(base_model.layers); use llm.weights=native")
-        head = model.get_output_embeddings()
-        if isinstance(head, nn.Linear):
-            # An int8 copy of the (often tied) output head: the input embeddings stay as they are.
-            model.set_output_embeddings(Int8WeightLinear.from_linear(head))
     llm = FrozenLLM(model, tokenizer, cfg)
     llm.assert_frozen()
     return llm

@@ -9,10 +9,12 @@ layer also keeps its rounded weights dequantised to the activation dtype for lar
 prefill, a listening backlog beyond 4 chunks): one linear map, two kernels, so a block gives the
 same result (to float rounding) however it is split. Weights are quantised per output channel,
 symmetric, to [-127, 127]; activations are not (int8 *dynamic* quantisation, which rounds them
-too, moved the state head's probabilities by up to 0.36 and was rejected). The output head gets an
-int8 copy too (49,152 x 576: a third of the bytes a decoded token reads in bf16; `bench llm` decode
-28.5 -> 25.2-27.0 ms per token); the input embeddings stay native. The accuracy price is measured by
-``duplex-agent bench llm-weights``.
+too, moved the state head's probabilities by up to 0.36 and was rejected). The embeddings and the
+tied output head stay native, so token logits come from the exact head. The accuracy price is
+measured by ``duplex-agent bench llm-weights``. (An int8 copy of the output head was tried: `bench
+llm` decode 28.5 -> 25.2-27.0 ms per token, but greedy answers drifted further from bf16's,
+identical 6 / 28 vs 8 / 28, token-F1 >= 0.6 16 / 28 vs 19 / 28, for no gain beyond noise in
+`bench duplex`; left out.)
 
 The speech encoder's fp32 Transformer layers use the same linears at run time (``act_dtype``
 bfloat16: the kernel is only fast for bf16 activations, ~20x slower for fp32 ones): its 8 rows per

@@ -124,9 +124,6 @@ def test_int8_weights_option_replaces_the_decoder_linears_and_keeps_the_model(ti
     assert n_linear > 0
     assert sum(isinstance(m, Int8WeightLinear) for m in q.model.base_model.layers.modules()) == n_linear
     assert not any(isinstance(m, torch.nn.Linear) for m in q.model.base_model.layers.modules())
-    # The output head is an int8 copy; the input embeddings are untouched.
-    assert isinstance(q.model.get_output_embeddings(), Int8WeightLinear)
-    torch.testing.assert_close(q.model.get_input_embeddings().weight, tiny_llm.model.get_input_embeddings().weight)
     q.assert_frozen()
     # Decoding token by token (one row: int8) stays close to the native model.
     ids = torch.randint(0, 1000, (1, 10))
