@@ -566,12 +566,11 @@ def runtime_llm_config(cfg: Any) -> Any:
     return llm_cfg
 
 
-def apply_runtime_encoder_weights(listener: Any, cfg: Any) -> None:
-    """``runtime.encoder_weights``: int8 linears in the speech encoder's Transformer layers (in place)."""
+def set_encoder_weights(listener: Any, mode: str) -> None:
+    """``runtime.encoder_weights``: "int8" puts int8 linears in the speech encoder's Transformer
+    layers (in place); "native" leaves them as trained."""
     from agent.llm_quant import WEIGHT_MODES, quantize_linears
 
-    runtime = getattr(cfg, "runtime", None)
-    mode = runtime.encoder_weights if runtime is not None else "native"
     if mode not in WEIGHT_MODES:
         raise ValueError(f"runtime.encoder_weights must be one of {', '.join(WEIGHT_MODES)}, got {mode!r}")
     if mode == "int8":
@@ -587,7 +586,7 @@ def load_duplex_model(cfg: Any) -> DuplexModel:
 
     llm = load_llm(runtime_llm_config(cfg))
     listener = load_listener(cfg.speech, llm)
-    apply_runtime_encoder_weights(listener, cfg)
+    set_encoder_weights(listener, getattr(getattr(cfg, "runtime", None), "encoder_weights", "native"))
     units = load_unit_tokenizer(cfg.units)
     generator = load_generator(cfg.generator)
     tts = load_runtime_tts(cfg)

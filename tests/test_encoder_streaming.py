@@ -183,18 +183,17 @@ def test_int8_encoder_layers_stream_close_to_native_and_keep_fp32_state():
 
 
 def test_runtime_encoder_weights_option(default_cfg):
-    from agent.duplex_model import apply_runtime_encoder_weights
+    from agent.duplex_model import set_encoder_weights
     from agent.llm_quant import Int8WeightLinear
 
-    class _Listener:  # what apply_runtime_encoder_weights reads: listener.speech.encoder.layers
+    class _Listener:  # what set_encoder_weights reads: listener.speech.encoder.layers
         def __init__(self) -> None:
             self.speech = type("S", (), {"encoder": StreamingSpeechEncoder(TINY)})()
 
+    assert default_cfg.runtime.encoder_weights == "int8"  # what load_duplex_model passes by default
     for mode, want in (("native", 0), ("int8", 6 * TINY.layers)):
         li = _Listener()
-        cfg = dataclasses.replace(default_cfg, runtime=dataclasses.replace(default_cfg.runtime, encoder_weights=mode))
-        apply_runtime_encoder_weights(li, cfg)
+        set_encoder_weights(li, mode)
         assert sum(isinstance(m, Int8WeightLinear) for m in li.speech.encoder.modules()) == want
-    bad = dataclasses.replace(default_cfg, runtime=dataclasses.replace(default_cfg.runtime, encoder_weights="int4"))
     with pytest.raises(ValueError, match="encoder_weights"):
-        apply_runtime_encoder_weights(_Listener(), bad)
+        set_encoder_weights(_Listener(), "int4")

@@ -31,14 +31,13 @@ def _measure(cfg: AgentConfig, dtype: str, weights: str, encoder_weights: str, r
              audio: np.ndarray) -> dict:
     import dataclasses
 
-    from agent.duplex_model import apply_runtime_encoder_weights
+    from agent.duplex_model import set_encoder_weights
     from agent.llm import load_llm
     from agent.speech_input import load_listener
 
     llm = load_llm(dataclasses.replace(cfg.llm, dtype=dtype, weights=weights))
     listener = load_listener(cfg.speech, llm)
-    apply_runtime_encoder_weights(listener, dataclasses.replace(
-        cfg, runtime=dataclasses.replace(cfg.runtime, encoder_weights=encoder_weights)))
+    set_encoder_weights(listener, encoder_weights)
     n = listener.speech.chunk_samples
     x_all = torch.from_numpy(audio)
     times: list[float] = []
