@@ -45,6 +45,7 @@ import torch
 from agent.llm import FrozenLLM, IncrementalDetokenizer, LLMState
 from agent.speech_input import SpeechListener
 from agent.streaming import StateDict, StreamingModule
+from agent.sync_format import dedup
 from agent.tts_emotion import NEUTRAL, EmotionTTS
 from agent.unit_generator import LoadedGenerator
 from agent.unit_session import ChunkStep, GeneratorSession, open_session
@@ -203,6 +204,9 @@ class DuplexModel:
         max_reply_s = getattr(getattr(cfg, "runtime", None), "max_reply_s", 30.0)
         self.max_reply_chunks = max(1, int(max_reply_s / self.chunk_s))
         self.max_tail_s = float(getattr(getattr(cfg, "runtime", None), "max_tail_s", 3.0))
+        self.silent_chunk = self._silent_chunk()
+        """The agent's chunk while it is silent with nothing to say: the de-duplicated units of the
+        digital silence it plays (see ``follow``)."""
         self.speaking_vector = torch.tensor([True])
         self.silent_vector = torch.tensor([False])
         self.head_override: Callable[[DuplexState, int, bool], np.ndarray | None] | None = None
@@ -416,6 +420,27 @@ class DuplexModel:
             self.push_text(state, text)
         return state.generator.step()
 
+    @torch.no_grad()
+    def follow(self, state: DuplexState, feed_every: int = 32) -> ChunkStep:
+        """Advance the generator one chunk while the agent is silent with nothing to say.
+
+        The user's chunk goes in as in ``generate``; the agent's chunk is ``silent_chunk``, forced,
+        not sampled: a sampled idle chunk cost about two generator forwards per chunk whose output
+        was thrown away, and could put units into the context that the agent never played. The
+        forced tokens are read into the cache in blocks of ``feed_every`` (one forward each),
+        so a reply that starts later does not read a long backlog at its first step."""
+        step = state.generator.step(force_agent=self.silent_chunk)
+        state.generator.feed_pending(feed_every)
+        return step
+
+    @torch.no_grad()
+    def _silent_chunk(self) -> list[int]:
+        n = self.units_per_chunk
+        st = self.units.new_streaming_state(1)
+        with installed(self.units, st):
+            units = self.units.push(torch.zeros(1, 4 * self.chunk_samples))[0].tolist()
+        return dedup(units[-n:])[0]
+
     def over_budget(self, state: DuplexState, reply_chunks: int) -> bool:
         """A reply that has spoken longer than any sane rendering of its text (or ``max_reply_s``).
 
@@ -513,7 +538,7 @@ class DuplexModel:
                 state.speaking_reply = None
                 events.append("reply_done")
         else:
-            self.generate(state)  # the generator's timeline runs on while listening
+            self.follow(state)  # the generator's timeline runs on while listening
         audio_out = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
         return StepResult(listen=res, audio=audio_out, events=events, text=text)
 

@@ -93,7 +93,8 @@ class WhisperJudge:
             raise AssetError(f"judge card {card.name!r} must be a CTranslate2 Whisper model, got {card.format}")
         model_dir = Path(source_path(card)).parent
         self.cfg = cfg
-        self.model = WhisperModel(str(model_dir), device="cpu", compute_type="float32", cpu_threads=cfg.num_threads)
+        self.model = WhisperModel(str(model_dir), device="cpu", compute_type=cfg.compute_type,
+                                  cpu_threads=cfg.num_threads)
 
     def transcribe(self, audio: np.ndarray, sample_rate: int, word_timestamps: bool = True,
                    temperature: float | None = None, vad_filter: bool = False) -> Transcript:

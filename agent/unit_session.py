@@ -414,6 +414,20 @@ class GeneratorSession:
             step_ms=1000 * (time.perf_counter() - t0),
         )
 
+    @torch.no_grad()
+    def feed_pending(self, min_tokens: int = 1) -> int:
+        """Read decided-but-unfed context tokens into the cache once at least ``min_tokens`` wait
+        (forced chunks are not fed when appended); returns how many were fed."""
+        waiting = len(self.ctx.tokens) - self.ctx.fed
+        if waiting < max(1, min_tokens):
+            return 0
+        self.model.set_streaming_state(self._state)
+        try:
+            self._feed()
+        finally:
+            self.model.set_streaming_state(None)
+        return waiting
+
     def context_tokens(self) -> list[int]:
         """The current context (for inspection and tests)."""
         return list(self.ctx.tokens)

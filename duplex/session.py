@@ -459,8 +459,13 @@ class DuplexSession:
                     continue
                 if self.st.generator.next_chunk < self._input_chunks:
                     # Listening (or waiting for the reply's first words): the generator's timeline
-                    # follows the input, user chunk by user chunk, the agent's chunks silent.
-                    await self._run(gen, "generate", self.model.generate, self.st, None, priority=BACKGROUND)
+                    # follows the input, user chunk by user chunk, the agent's chunks silent. With
+                    # no reply under way the silence is forced (nothing to sample); while a reply's
+                    # first words are awaited the model itself decides when its speech starts.
+                    if r is None or r.units_done:
+                        await self._run(gen, "follow", self.model.follow, self.st, priority=BACKGROUND)
+                    else:
+                        await self._run(gen, "generate", self.model.generate, self.st, None, priority=BACKGROUND)
                     continue
                 break
 

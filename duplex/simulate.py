@@ -101,7 +101,8 @@ class _Caller:
         if cfg.sim.words == "whisper":
             from agent.judge import WhisperJudge
 
-            self.judge = WhisperJudge(dataclasses.replace(cfg.judge, num_threads=cfg.sim.judge_threads))
+            self.judge = WhisperJudge(dataclasses.replace(cfg.judge, num_threads=cfg.sim.judge_threads,
+                                                          compute_type=cfg.sim.judge_compute_type))
         self.backend = make_backend(cfg.vad.backend, cfg.vad.aggressiveness, cfg.vad.frame_ms)
 
     def call(self, delay: float, name: str, predict: bool, i: int) -> dict[str, Any]:
@@ -211,6 +212,8 @@ def run_sweep(cfg: AgentConfig, out: str | Path, *, data: str | None = None, del
         "preset": cfg.preset, "dialogues": [d.id for d in dialogues], "data": data or str(out / "dialogues"),
         "channel": _channel_setup(cfg),
         "words": cfg.sim.words, "compute": cfg.sim.compute, "head": cfg.sim.head,
+        "judge": (f"{cfg.judge.card} {cfg.sim.judge_compute_type} beam {cfg.judge.beam_size}"
+                  if cfg.sim.words == "whisper" else None),
         "fixed_costs": dict(cfg.sim.fixed_costs) if cfg.sim.compute == "fixed" else None,
         "generator": cfg.generator.card, "speech_weights": cfg.speech.weights_card, "tts": cfg.tts.card,
     }

@@ -149,6 +149,36 @@ def test_step_speaks_after_interrupt_and_stops_on_barge_in(model):
     assert st.tts is None and st.speaking_reply is None and st.generator.reply is None
 
 
+def test_follow_forces_the_silent_chunk_and_block_feeding_equals_stepwise(model):
+    """While the agent has nothing to say the generator's agent chunk is forced silence, its tokens
+    read into the cache in blocks: the next forward sees exactly what a chunk-by-chunk feed gives."""
+    audio = _audio(8, seed=4)
+    a, b = model.new_state(), model.new_state()
+    n = model.units_per_chunk
+    assert 1 <= len(model.silent_chunk) <= n
+    for st in (a, b):
+        model.user_units(st, audio, chunks=8)
+    for _ in range(8):
+        sa, sb = model.follow(a, feed_every=10_000), model.follow(b, feed_every=1)
+        assert sa.agent_tokens == sb.agent_tokens == model.silent_chunk
+        assert sa.user_source == sb.user_source and sa.user_source in ("none", "real")
+        assert list(sa.agent_units) == list(sb.agent_units) and len(sa.agent_units) == n
+        assert b.generator.ctx.fed == len(b.generator.ctx.tokens)
+    ga, gb = a.generator, b.generator
+    assert ga.context_tokens() == gb.context_tokens()
+    assert ga.ctx.fed == 0  # nothing read yet: one block below
+    probe = []
+    for g in (ga, gb):
+        g._append(g.vocab.s0)
+        g.model.set_streaming_state(g._state)
+        try:
+            probe.append(g._feed())
+        finally:
+            g.model.set_streaming_state(None)
+    torch.testing.assert_close(probe[0], probe[1], atol=1e-4, rtol=1e-4)
+    assert ga.feed_pending(1) == 0  # all read
+
+
 def test_sessions_are_independent(model):
     audio = _audio(12, seed=3)
 
