@@ -392,6 +392,7 @@ class DuplexSession:
         else:
             await self._run(llm, "begin_reply", self.model.begin_reply, self.st, r.key, priority=URGENT)
         n = max(1, self.rc.tokens_per_job)
+        first = n if r.speculative else max(n, self.rc.first_job_tokens)
         while not r.cancelled:
             if r.speculative and r.tokens >= self.rc.speculate_tokens:
                 await r.committed.wait()  # enough guessed: decode on once the turn is taken
@@ -399,7 +400,8 @@ class DuplexSession:
             # Until the reply is heard, its first words are the critical path: they go ahead of
             # listening steps (the frame-level VAD still catches a user who resumes meanwhile).
             prio = REPLY if r.speculative or r.played_at is not None else URGENT
-            chunk: TextChunk = await self._run(llm, "decode", self.model.decode, self.st, n, priority=prio, units=n)
+            k = first if r.tokens == 0 else n
+            chunk: TextChunk = await self._run(llm, "decode", self.model.decode, self.st, k, priority=prio, units=k)
             if r.cancelled:
                 return
             r.pending_text.append(chunk)

@@ -73,6 +73,9 @@ class StageStats:
     jobs: int = 0
     seconds: float = 0.0
     """Measured compute (wall time in the worker thread)."""
+    cpu_seconds: float = 0.0
+    """CPU time of the worker thread in those jobs: below ``seconds`` when the thread waited for a
+    core (three model threads and the event loop share two)."""
     max_s: float = 0.0
     queued_s: float = 0.0
     """Time jobs waited for the worker (real time)."""
@@ -115,15 +118,15 @@ class ModelWorker:
             fn, args, loop, fut, submitted = item
             if fut.cancelled():
                 continue
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), time.thread_time()
             try:
                 result: Any = fn(*args)
                 error: BaseException | None = None
             except BaseException as exc:  # handed to the awaiting task
                 result, error = None, exc
-            end = time.perf_counter()
+            end, cpu = time.perf_counter(), time.thread_time() - cpu0
             try:
-                loop.call_soon_threadsafe(_settle_future, fut, result, error, start - submitted, end - start)
+                loop.call_soon_threadsafe(_settle_future, fut, result, error, start - submitted, end - start, cpu)
             except RuntimeError:
                 return  # the loop is closed: nobody waits any more
 
@@ -139,7 +142,7 @@ class ModelWorker:
         if self._closed:
             raise WorkerClosed(f"worker {self.name} is closed")
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[tuple[Any, float, float]] = loop.create_future()
+        fut: asyncio.Future[tuple[Any, float, float, float]] = loop.create_future()
         clock = clock or _REAL
         t_submit = clock.now()
         virtual = isinstance(clock, EventClock)
@@ -149,13 +152,14 @@ class ModelWorker:
             assert isinstance(clock, EventClock)
             with clock.hold():
                 self._queue.put((priority, next(self._seq), item))
-                result, queued, compute = await fut
+                result, queued, compute, cpu = await fut
         else:
             self._queue.put((priority, next(self._seq), item))
-            result, queued, compute = await fut
+            result, queued, compute, cpu = await fut
         st = self.stats[stage]
         st.jobs += 1
         st.seconds += compute
+        st.cpu_seconds += cpu
         st.max_s = max(st.max_s, compute)
         st.queued_s += queued
         if virtual:
@@ -177,15 +181,16 @@ class ModelWorker:
         self._thread.join(timeout)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        return {k: {"jobs": v.jobs, "seconds": round(v.seconds, 4), "max_ms": round(1000 * v.max_s, 2),
+        return {k: {"jobs": v.jobs, "seconds": round(v.seconds, 4), "cpu_seconds": round(v.cpu_seconds, 4),
+                    "max_ms": round(1000 * v.max_s, 2),
                     "mean_ms": round(1000 * v.seconds / max(1, v.jobs), 2)} for k, v in self.stats.items()}
 
 
 def _settle_future(fut: asyncio.Future[Any], result: Any, error: BaseException | None, queued: float,
-                   compute: float) -> None:
+                   compute: float, cpu: float) -> None:
     if fut.done():
         return
     if error is not None:
         fut.set_exception(error)
     else:
-        fut.set_result((result, queued, compute))
+        fut.set_result((result, queued, compute, cpu))

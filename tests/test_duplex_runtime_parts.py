@@ -84,6 +84,28 @@ def test_worker_charges_fixed_cost_on_virtual_clock_and_queues_jobs():
     assert worker.stats["a"].jobs == 2
 
 
+def test_worker_counts_wall_and_cpu_time_apart():
+    """A job that waits (here: sleeps) takes wall time but almost no CPU; one that computes takes both."""
+    import time
+
+    worker = ModelWorker("w", threads=0)
+
+    def spin(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    async def main() -> None:
+        await worker.run("wait", time.sleep, 0.2)
+        await worker.run("spin", spin, 0.1)
+
+    asyncio.run(main())
+    worker.close()
+    wait, busy = worker.summary()["wait"], worker.summary()["spin"]
+    assert wait["seconds"] >= 0.19 and wait["cpu_seconds"] < 0.05
+    assert busy["cpu_seconds"] >= 0.099 and busy["seconds"] >= busy["cpu_seconds"] - 1e-3
+
+
 def test_worker_runs_urgent_then_listen_then_reply_and_propagates_errors():
     worker = ModelWorker("w", threads=0)
     order: list[str] = []

@@ -167,6 +167,33 @@ def test_speculating_the_reply_in_the_silence_takes_the_llm_off_the_response_tim
     assert final[0] == final[1] and len(final[0]) == 1
 
 
+def test_a_longer_first_decoding_job_decodes_the_same_reply_in_fewer_jobs(factory, speech):
+    """runtime.first_job_tokens: the first job decodes that many tokens, later ones tokens_per_job;
+    same words, and never later (here no listening step falls between the default's two jobs)."""
+    script = [_say(speech, "question", at=0.3)]
+    jobs: dict[int, list[int]] = {}
+    decode = factory.model.decode
+
+    def counting(state, n, *a, **k):
+        jobs.setdefault(first, []).append(n)
+        return decode(state, n, *a, **k)
+
+    runs = {}
+    factory.model.decode = counting
+    try:
+        for first in (2, 4):
+            with _with_runtime(factory, first_job_tokens=first, tokens_per_job=2):
+                runs[first] = _run(factory, script, max_s=12.0)
+    finally:
+        factory.model.decode = decode
+    assert jobs[2][:2] == [2, 2] and jobs[4][:2] == [4, 2]
+    final = [[e["text"] for _, e in r.events if e["type"] == "text" and e["final"]] for r in runs.values()]
+    assert final[0] == final[1] and len(final[0]) == 1
+    [llm2, llm4] = [[e["parts"]["llm"] for _, e in r.events if e["type"] == "turn" and e["kind"] == "response"][0]
+                    for r in runs.values()]
+    assert llm4 <= llm2
+
+
 def test_a_speculated_reply_is_dropped_unheard_when_the_user_speaks_on(factory, speech):
     audio, ws, we = speech["question"]
     # "What is the capital" ... 0.6 s ... "of France?": the head (a script oracle) keeps listening

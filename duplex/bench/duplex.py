@@ -232,6 +232,7 @@ def run(cfg: AgentConfig, n: int = 20, head: str = "model", untrained: bool = Fa
         stalls = await dog.stop()
         compute = {f"{w.name}.{k}": v for w in factory.workers for k, v in w.summary().items()}
         total_compute = sum(st.seconds for w in factory.workers for st in w.stats.values())
+        total_cpu = sum(st.cpu_seconds for w in factory.workers for st in w.stats.values())
         chunk_ms = {f"{w.name}.{k}": v.seconds for w in factory.workers for k, v in w.stats.items()}
         rt: dict[str, Any] = {"max_realtime_sessions": None, "sessions": {}}
         if realtime:
@@ -243,6 +244,7 @@ def run(cfg: AgentConfig, n: int = 20, head: str = "model", untrained: bool = Fa
         await factory.aclose()
         sc["wall_s"] = wall
         sc["compute_s"] = total_compute
+        sc["cpu_s"] = total_cpu
         return sc, {"compute": compute, "chunk_seconds": chunk_ms}, stalls, rt
 
     sc, compute, stalls, rt = asyncio.run(main())
@@ -272,6 +274,7 @@ def run(cfg: AgentConfig, n: int = 20, head: str = "model", untrained: bool = Fa
         "pause_kept_rate": float(np.mean(pauses)) if pauses else None,
         "pause_cases": len(pauses),
         "rtf": sc["compute_s"] / input_s if input_s else None,
+        "rtf_cpu": sc["cpu_s"] / input_s if input_s else None,
         "rtf_wall": sc["wall_s"] / input_s if input_s else None,
         "stalls_over_20ms": stalls.over_20ms,
         "stalls_over_50ms": stalls.over_50ms,
