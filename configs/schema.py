@@ -57,7 +57,8 @@ class JudgeConfig:
     num_threads: int = 2
     """CPU threads for the judge (CTranslate2)."""
     compute_type: str = "float32"
-    """CTranslate2 compute type: float32 (the judge of every WER figure) or int8 (weights; ~40% faster)."""
+    """CTranslate2 compute type: float32 (the judge of every WER figure) or int8 (int8 weights: the
+    simulation's judge, ``sim.judge_compute_type``, 43% less time on its calls)."""
 
 
 @dataclass(kw_only=True)

@@ -96,14 +96,22 @@ def test_saturated_audio_is_heard_as_sound_and_answered(factory):
 @pytest.mark.parametrize("rate", [8000, 48000])
 def test_8k_and_48k_stereo_capture(factory, question, rate):
     audio, ws, we = question
-    r = _scripted(factory, [Say(audio, at=0.3, name="q", words_start=ws, words_end=we)], max_s=8.0,
-                  in_rate=rate, channels=2)
+    runs = {}
+    for r_in, ch in ((16000, 1), (rate, 2)):  # the 16 kHz mono capture is the reference
+        runs[r_in] = _scripted(factory, [Say(audio, at=0.3, name="q", words_start=ws, words_end=we)], max_s=8.0,
+                               in_rate=r_in, channels=ch)
+    ref, r = runs[16000], runs[rate]
     assert not _errors(r)
     [resp] = [e for _, e in r.events if e["type"] == "turn" and e["kind"] == "response"]
+    [resp_ref] = [e for _, e in ref.events if e["type"] == "turn" and e["kind"] == "response"]
     q = r.played[0]
-    first = np.flatnonzero(r.agent_activity())[0] * 0.01
-    assert q.speech_end < first < q.speech_end + 1.0
-    assert resp["parts"]["endpoint"] < 300  # the 16 kHz timeline survived the rate conversion
+    first, first_ref = (np.flatnonzero(x.agent_activity())[0] * 0.01 for x in (r, ref))
+    # The 16 kHz timeline survived the rate conversion: the turn is taken on the same chunk and the
+    # answer is heard when it is heard from 16 kHz capture (how soon that is after the question
+    # depends on the untrained tiny generator's first units, hence the loose absolute bound).
+    assert resp["parts"]["endpoint"] == pytest.approx(resp_ref["parts"]["endpoint"]) and resp["parts"]["endpoint"] < 300
+    assert abs(first - first_ref) <= 0.16
+    assert q.speech_end < first < q.speech_end + 2.0
 
 
 def test_nan_frames_are_sanitised(factory):
