@@ -592,14 +592,14 @@ def runtime_llm_config(cfg: Any) -> Any:
 
 
 def set_encoder_weights(listener: Any, mode: str) -> None:
-    """``runtime.encoder_weights``: "int8" puts int8 linears in the speech encoder's Transformer
-    layers (in place); "native" leaves them as trained."""
+    """``runtime.encoder_weights``: "int8" or "fp16" puts those linears in the speech encoder's
+    Transformer layers (in place); "native" leaves them as trained."""
     from agent.llm_quant import WEIGHT_MODES, quantize_linears
 
     if mode not in WEIGHT_MODES:
         raise ValueError(f"runtime.encoder_weights must be one of {', '.join(WEIGHT_MODES)}, got {mode!r}")
-    if mode == "int8":
-        quantize_linears(listener.speech.encoder.layers, act_dtype=torch.bfloat16)
+    if mode != "native":
+        quantize_linears(listener.speech.encoder.layers, act_dtype=torch.bfloat16, mode=mode)
 
 
 def load_duplex_model(cfg: Any) -> DuplexModel:

@@ -123,7 +123,8 @@ class BlockCausalSelfAttention(StreamingModule[KVRingState]):
 
     def _init_streaming_state(self, batch_size: int) -> KVRingState:
         shape = (batch_size, self.heads, self.ring_size, self.head_dim)
-        dtype = self.q_proj.weight.dtype
+        w = getattr(self.q_proj, "weight", None)
+        dtype = w.dtype if w is not None else torch.float32  # fp16-packed linears (llm_quant) output float32
         return KVRingState(
             batch_size=batch_size, keys=torch.zeros(shape, dtype=dtype), values=torch.zeros(shape, dtype=dtype),
             filled=torch.zeros(batch_size, dtype=torch.long),

@@ -17,10 +17,16 @@ class LLMConfig:
     dtype: str = "float32"
     """Compute dtype of the frozen LLM: float32 or bfloat16."""
     weights: str = "native"
-    """Storage of the decoder blocks' linear weights: native (the dtype above) or int8 (weight-only,
-    per output channel; inference only, see agent/llm_quant.py). Training always uses native."""
+    """Storage of the decoder blocks' linear weights: native (the dtype above), int8 (weight-only, per
+    output channel, bf16 activations) or fp16 (fbgemm-packed, needs dtype float32); int8 and fp16 are
+    inference only (agent/llm_quant.py). Training always uses native."""
     max_context: int = 2048
     """Slots in the preallocated KV cache of one session."""
+    fast_decoder: bool = True
+    """With int8/fp16 weights (inference only), run Llama-family models' streaming prefill/decode
+    through ``agent.llm_fast.FastDecoder`` (fused q/k/v and gate/up, grouped float32 attention;
+    same numbers to float rounding; 1-thread 2-position prefill: fp16 30.2 -> 23.0 ms, bf16 + int8
+    42.9 -> 32.0 ms); native weights (training) always use the transformers forward."""
     system_prompt: str = (
         "You are a friendly voice assistant. Reply with one short spoken sentence, "
         "no lists, no emojis."
@@ -595,18 +601,24 @@ class TurnPolicyConfig:
 class RuntimeConfig:
     """The duplex runtime (duplex/): model workers, turn policy, playout, metrics."""
 
-    llm_dtype: str = "bfloat16"
-    """dtype the runtime loads the frozen LLM in (overrides llm.dtype; "" keeps it): bf16 is ~2x faster on AVX512-BF16 CPUs."""
-    llm_weights: str = "int8"
+    llm_dtype: str = "float32"
+    """dtype the runtime loads the frozen LLM in (overrides llm.dtype; "" keeps it). float32 goes with
+    fp16 weights (fbgemm's kernel takes float32 activations); bf16 with int8 (the default until
+    2026-12-07)."""
+    llm_weights: str = "fp16"
     """Weights the runtime loads the LLM's decoder blocks with (overrides llm.weights; "" keeps it):
-    int8 weight-only halves the bytes read per decoded token (see agent/llm_quant.py for figures)."""
-    encoder_weights: str = "int8"
+    fp16 (fbgemm-packed) or int8 weight-only; both read fewer bytes per decoded token than float32
+    (agent/llm_quant.py has the figures: fp16 + float32 activations is both faster and closer to
+    the fp32 model than int8 + bf16 here)."""
+    encoder_weights: str = "fp16"
     """Weights the runtime runs the speech encoder's Transformer layers with ("native" = as trained, fp32):
-    int8 weight-only with bf16 activations (agent/llm_quant.py). Measured on the AMD EPYC, 1 thread:
-    `bench encoder` encoder stage 7.9-8.9 -> 5.5-5.9 ms and chunk p50 43.1 -> 39.4 ms (3 and 4 runs);
-    state-head probabilities on 1,476 chunks of held-out speech (questions, pauses, backchannels,
-    barge-ins; chunk by chunk) moved by at most 0.032 (p99 0.022), argmax changed on 1 chunk.
-    Training and `eval encoder` use the native encoder."""
+    fp16 (fbgemm-packed, fp32 activations) or int8 weight-only with bf16 activations (agent/llm_quant.py).
+    int8, measured on the AMD EPYC, 1 thread: `bench encoder` encoder stage 7.9-8.9 -> 5.5-5.9 ms. fp16
+    (2026-12-07): encoder stage 5.3-5.4 ms vs int8's 5.9-6.2 in the same runs. On 1,476 chunks of held-out
+    speech (questions, pauses, backchannels, barge-ins; chunk by chunk), with the fp32 + fp16 LLM, the state
+    head's probabilities against the fp32 native model moved by at most 0.0015 with the fp16 encoder
+    (argmax changed on 0 chunks) and 0.035 with int8 (1 chunk). Training and `eval encoder` use the
+    native encoder."""
     llm_threads: int = 1
     """torch threads of the LLM worker (encoder, adapter, LLM prefill/decode, state head)."""
     generator_threads: int = 1

@@ -288,7 +288,7 @@ def test_bench_duplex_reports_the_issue_keys(tiny_cfg):
         assert key in out
     assert out["response_ms_p50"] is not None and 0 < out["response_ms_p50"] < 5000
     assert out["rtf"] > 0 and out["questions"] == 1 and out["head"] == "oracle"
-    assert (out["llm_dtype"], out["llm_weights"]) == ("bfloat16", "int8")  # what the runtime loads
+    assert (out["llm_dtype"], out["llm_weights"]) == ("float32", "fp16")  # what the runtime loads
     assert set(out["response_parts_ms_p50"]) == {"endpoint", "listen", "llm", "generator", "decoder", "playout"}
 
 

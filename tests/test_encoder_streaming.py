@@ -184,16 +184,17 @@ def test_int8_encoder_layers_stream_close_to_native_and_keep_fp32_state():
 
 def test_runtime_encoder_weights_option(default_cfg):
     from agent.duplex_model import set_encoder_weights
-    from agent.llm_quant import Int8WeightLinear
+    from agent.llm_quant import Fp16Linear, Int8WeightLinear
 
     class _Listener:  # what set_encoder_weights reads: listener.speech.encoder.layers
         def __init__(self) -> None:
             self.speech = type("S", (), {"encoder": StreamingSpeechEncoder(TINY)})()
 
-    assert default_cfg.runtime.encoder_weights == "int8"  # what load_duplex_model passes by default
-    for mode, want in (("native", 0), ("int8", 6 * TINY.layers)):
+    assert default_cfg.runtime.encoder_weights == "fp16"  # what load_duplex_model passes by default
+    for mode, kind, want in (("native", Int8WeightLinear, 0), ("int8", Int8WeightLinear, 6 * TINY.layers),
+                             ("fp16", Fp16Linear, 6 * TINY.layers)):
         li = _Listener()
         set_encoder_weights(li, mode)
-        assert sum(isinstance(m, Int8WeightLinear) for m in li.speech.encoder.modules()) == want
+        assert sum(isinstance(m, kind) for m in li.speech.encoder.modules()) == want
     with pytest.raises(ValueError, match="encoder_weights"):
         set_encoder_weights(_Listener(), "int4")

@@ -119,7 +119,7 @@ def test_int8_weights_option_replaces_the_decoder_linears_and_keeps_the_model(ti
 
     with pytest.raises(ValueError, match="llm.weights"):
         load_llm(dataclasses.replace(tiny_cfg.llm, weights="int4"))
-    q = load_llm(dataclasses.replace(tiny_cfg.llm, weights="int8"))
+    q = load_llm(dataclasses.replace(tiny_cfg.llm, weights="int8", fast_decoder=False))  # fused: test_llm_fast
     n_linear = sum(isinstance(m, torch.nn.Linear) for m in tiny_llm.model.base_model.layers.modules())
     assert n_linear > 0
     assert sum(isinstance(m, Int8WeightLinear) for m in q.model.base_model.layers.modules()) == n_linear

@@ -74,3 +74,24 @@ def test_states_can_be_parked_and_swapped():
     assert m(torch.zeros(1)).item() == 3.0
     m.set_streaming_state(None)
     assert not m.is_streaming
+
+
+def test_state_swaps_use_the_tree_as_of_the_last_new_state():
+    """The walk over streaming descendants is cached for state swaps (the runtime swaps sessions on
+    every job); ``new_streaming_state`` and ``streaming`` walk again, so a changed tree is seen."""
+    m = _Pair()
+    s1 = m.new_streaming_state(1)
+    assert set(s1) == {"", "a", "b"}
+    m.b = torch.nn.Sequential(_Counter())  # the tree changes: "b" is now "b.0"
+    s2 = m.new_streaming_state(1)
+    assert set(s2) == {"", "a", "b.0"}
+    m.set_streaming_state(s2)
+    assert torch.equal(m(torch.zeros(1)), torch.full((1,), 2.0))
+    assert m.get_streaming_state()["b.0"] is s2["b.0"]
+    m.set_streaming_state(None)
+    with pytest.raises(KeyError, match="b.0"):
+        m.set_streaming_state(s1)  # states made for the old tree do not fit the new one
+    m.set_streaming_state(None)
+    m.c = _Counter()
+    with m.streaming(1):  # entering streaming walks again
+        assert m.c.is_streaming

@@ -1,4 +1,5 @@
-"""``bench llm``: prefill and decode throughput of the frozen LLM (fp32, bf16, bf16 with int8 weights), peak RSS."""
+"""``bench llm``: prefill and decode throughput of the frozen LLM (fp32, bf16, bf16 with int8 weights,
+fp32 with fp16 weights: the runtime's since 2026-12-07), peak RSS."""
 
 from __future__ import annotations
 
@@ -51,10 +52,12 @@ def run(cfg: AgentConfig, repeats: int = 5, prefill_tokens: int = 256, decode_to
     fp32 = _measure(cfg, "float32", prefill_tokens, decode_tokens, repeats)
     bf16 = _measure(cfg, "bfloat16", prefill_tokens, decode_tokens, repeats)
     bf16_int8 = _measure(cfg, "bfloat16", prefill_tokens, decode_tokens, repeats, weights="int8")
+    fp32_fp16 = _measure(cfg, "float32", prefill_tokens, decode_tokens, repeats, weights="fp16")
     return {
         "model": cfg.llm.card,
         # Headline figures are fp32, the dtype training and offline evaluation use; the runtime
-        # decodes in bf16 with int8 weights (``runtime.llm_dtype``/``llm_weights``): "bf16_int8".
+        # decodes with fp16 weights and fp32 activations (``runtime.llm_dtype``/``llm_weights``):
+        # "fp32_fp16" (int8 weights and bf16 activations before 2026-12-07: "bf16_int8").
         "prefill_tok_s": fp32["prefill_tok_s"],
         "decode_tok_s": fp32["decode_tok_s"],
         "peak_rss_mb": fp32["peak_rss_mb"],
@@ -62,6 +65,7 @@ def run(cfg: AgentConfig, repeats: int = 5, prefill_tokens: int = 256, decode_to
         "fp32": fp32,
         "bf16": bf16,
         "bf16_int8": bf16_int8,
+        "fp32_fp16": fp32_fp16,
         "prefill_tokens": prefill_tokens,
         "decode_tokens": decode_tokens,
         "repeats": repeats,

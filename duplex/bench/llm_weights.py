@@ -1,4 +1,5 @@
-"""``bench llm-weights``: what the runtime's LLM weights (bf16 + int8 decoder linears) cost in accuracy.
+"""``bench llm-weights``: what the runtime's LLM weights (fp16 decoder linears, fp32 activations;
+bf16 + int8 before 2026-12-07) cost in accuracy.
 
 On held-out typed questions (test-split text of the data issue), the frozen LLM as training
 evaluates it (fp32, native weights), as bf16, and as the runtime loads it (``runtime.llm_dtype`` +
@@ -10,7 +11,7 @@ evaluates it (fp32, native weights), as bf16, and as the runtime loads it (``run
   mean token-F1): greedy decoding turns any numeric change into a different continuation sooner
   or later, so bf16 vs fp32 is the scale to read the runtime's figure against.
 
-Speed is ``bench llm`` (its ``bf16_int8`` section) and ``bench encoder``.
+Speed is ``bench llm`` (its ``fp32_fp16`` and ``bf16_int8`` sections) and ``bench encoder``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def run(cfg: AgentConfig, questions: int = 28, max_new_tokens: int = 40, threads
     rt = runtime_llm_config(cfg)
     runtime = (rt.dtype, rt.weights)
     variants = {"fp32": ("float32", "native"), "bf16": ("bfloat16", "native"),
-                "runtime": runtime}
+                "bf16_int8": ("bfloat16", "int8"), "runtime": runtime}
     answers: dict[str, list[str]] = {}
     ppl: dict[str, float] = {}
     reference: list[list[int]] = []
@@ -85,6 +86,7 @@ def run(cfg: AgentConfig, questions: int = 28, max_new_tokens: int = 40, threads
         "questions": len(qs),
         "max_new_tokens": max_new_tokens,
         "answer_ppl": ppl,
-        "drift": {"bf16_vs_fp32": drift("bf16", "fp32"), "runtime_vs_bf16": drift("runtime", "bf16")},
+        "drift": {"bf16_vs_fp32": drift("bf16", "fp32"), "runtime_vs_bf16": drift("runtime", "bf16"),
+                  "runtime_vs_fp32": drift("runtime", "fp32"), "bf16_int8_vs_fp32": drift("bf16_int8", "fp32")},
         "model": cfg.llm.card,
     }

@@ -13,7 +13,7 @@ from duplex.cli.common import add_config_args, config_from_args, print_json, wri
 
 # name -> (module with `run(cfg, **kw) -> dict`, help). Later parts of the agent add theirs here.
 BENCHES: dict[str, tuple[str, str]] = {
-    "llm": ("duplex.bench.llm", "frozen LLM prefill/decode tokens/s (fp32, bf16, bf16 + int8 weights), peak RSS"),
+    "llm": ("duplex.bench.llm", "frozen LLM prefill/decode tokens/s (fp32, bf16, bf16 + int8 / fp32 + fp16 weights), peak RSS"),
     "llm-weights": ("duplex.bench.llm_weights", "accuracy price of the runtime's LLM weights: answer perplexity, "
                     "greedy-answer drift (fp32, bf16, runtime)"),
     "voice": ("duplex.bench.voice", "reference voice real-time factor and time to first audio"),
