@@ -20,7 +20,7 @@ from torch import nn
 from transformers.cache_utils import Cache
 
 from agent.assets import AssetError, ModelCard, load_card, prepared_dir
-from agent.llm_fast import FastDecoder
+from agent.llm_fast import FastDecoder, fuse_linears
 from agent.llm_fast import supports as fast_supports
 from agent.llm_quant import WEIGHT_MODES, quantize_linears
 from agent.streaming import StreamingModule, StreamingState
@@ -60,13 +60,8 @@ class SlotKVCache(Cache):
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._slots is None:
-            raise RuntimeError("SlotKVCache.plan() must be called before a forward pass")
-        # key_states: (B, H, T, hd); advanced indexing on (row, slot) gives (B, T, H, hd).
-        k, v = self.keys_buf[layer_idx], self.values_buf[layer_idx]
-        k[self._rows, :, self._slots] = key_states.transpose(1, 2).to(k.dtype)
-        v[self._rows, :, self._slots] = value_states.transpose(1, 2).to(v.dtype)
-        return k[:, :, : self._read_len], v[:, :, : self._read_len]
+        # transformers passes (B, H, T, hd); ``write`` takes (B, T, H, hd).
+        return self.write(layer_idx, key_states.transpose(1, 2), value_states.transpose(1, 2))
 
     def write(self, layer_idx: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``update`` for (B, T, kv_heads, hd) blocks (the fast decoder's layout: no transpose)."""
@@ -226,12 +221,6 @@ class FrozenLLM(StreamingModule[LLMState]):
             raise ValueError(f"batch {b} != streaming batch {st.batch_size}")
         if int(st.lengths.max()) + t > self.cfg.max_context:
             raise ContextFullError(f"KV cache full ({self.cfg.max_context} slots); compact or reset the session")
-        if self.fast is not None:
-            with torch.no_grad():
-                hidden = self.fast.forward(embeds.to(self.dtype), st.cache, st.lengths, st.positions)
-            st.lengths += t
-            st.positions += t
-            return LLMOutput(hidden=hidden, logits=self._logits(hidden) if with_logits else None)
         st.cache.plan(st.lengths, t)
         read_len = int(st.lengths.max()) + t
         key_slot = torch.arange(read_len)[None, None, :]
@@ -239,24 +228,25 @@ class FrozenLLM(StreamingModule[LLMState]):
         mask = (key_slot <= query_slot)[:, None]  # (B, 1, T, read_len): causal within each row's slots
         position_ids = st.positions[:, None] + torch.arange(t)[None, :]
         with torch.no_grad():
-            out = self.model.base_model(
-                inputs_embeds=embeds.to(self.dtype),
-                attention_mask=mask,
-                position_ids=position_ids,
-                past_key_values=st.cache,
-                use_cache=True,
-            )
+            if self.fast is not None:
+                hidden = self.fast.forward(embeds.to(self.dtype), st.cache, mask, position_ids)
+            else:
+                hidden = self.model.base_model(
+                    inputs_embeds=embeds.to(self.dtype),
+                    attention_mask=mask,
+                    position_ids=position_ids,
+                    past_key_values=st.cache,
+                    use_cache=True,
+                ).last_hidden_state
         st.lengths += t
         st.positions += t
-        hidden = out.last_hidden_state
-        return LLMOutput(hidden=hidden, logits=self._logits(hidden) if with_logits else None)
-
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        # The model's own (float32) output layer. An fp16 copy (fbgemm) took 2.3 instead of 10 ms
-        # (25 vs ~33 ms per token, same greedy answers on 28 / 28 held-out questions) but the single
-        # real-time session of `bench duplex` then had playout underruns (3.7 vs 0.3 per run, 6 runs
-        # each; its bar allows 2), a scheduling effect we did not pin down: left out.
-        return self.model.get_output_embeddings()(hidden)
+        # Logits from the model's own (float32) output layer. An fp16 copy (fbgemm) took 2.3
+        # instead of 10 ms (25 vs ~33 ms per token, same greedy answers on 28 / 28 held-out
+        # questions) but the single real-time session of `bench duplex` then had playout underruns
+        # (3.7 vs 0.3 per run, 6 runs each; its bar allows 2), a scheduling effect we did not pin
+        # down: left out.
+        logits = self.model.get_output_embeddings()(hidden) if with_logits else None
+        return LLMOutput(hidden=hidden, logits=logits)
 
     def prefill_ids(self, ids: torch.Tensor, with_logits: bool = True) -> LLMOutput:
         with torch.no_grad():
@@ -369,15 +359,15 @@ def load_llm(cfg: LLMConfig) -> FrozenLLM:
     if cfg.weights == "fp16" and cfg.dtype != "float32":
         raise ValueError(f"llm.weights=fp16 runs float32 activations (fbgemm); llm.dtype is {cfg.dtype!r}")
     model, tokenizer = _load_hf(card, _DTYPES[cfg.dtype])
-    fast = None
-    if cfg.weights != "native" and cfg.fast_decoder and fast_supports(model) is None:
-        fast = FastDecoder(model, cfg.weights)  # fuses and converts the decoder blocks' linears
-    elif cfg.weights != "native":
+    fast = cfg.weights != "native" and cfg.fast_decoder and fast_supports(model) is None
+    if fast:
+        fuse_linears(model)  # q/k/v and gate/up as one linear each, converted below like the rest
+    if cfg.weights != "native":
         blocks = getattr(model.base_model, "layers", None)
         if not isinstance(blocks, nn.Module) or quantize_linears(blocks, mode=cfg.weights) == 0:
             raise AssetError(f"llm.weights={cfg.weights}: no linear layers in {card.name!r}'s decoder blocks "
                              "(base_model.layers); use llm.weights=native")
     llm = FrozenLLM(model, tokenizer, cfg)
-    llm.fast = fast
+    llm.fast = FastDecoder(model) if fast else None
     llm.assert_frozen()
     return llm

@@ -30,8 +30,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from agent.llm_quant import quantized_linear
-
 SUPPORTED_TYPES = ("llama",)
 """``config.model_type`` values whose decoder layer is Llama's (RMSNorm, rotary, GQA, SiLU-gated MLP)."""
 
@@ -92,6 +90,18 @@ def _fuse(owner: nn.Module, names: list[str], fused_name: str) -> None:
         start += int(lin.out_features)
 
 
+def fuse_linears(model: nn.Module) -> None:
+    """In place, for a supported model: each decoder layer's q/k/v become ``self_attn.qkv_proj`` and
+    gate/up ``mlp.gate_up_proj`` (native linears; put them in an inference weight mode after this
+    with ``agent.llm_quant.quantize_linears``, which finds them like any other linear)."""
+    why = supports(model)
+    if why is not None:
+        raise ValueError(f"fast decoder does not support this model: {why}")
+    for layer in model.base_model.layers:
+        _fuse(layer.self_attn, ["q_proj", "k_proj", "v_proj"], "qkv_proj")
+        _fuse(layer.mlp, ["gate_proj", "up_proj"], "gate_up_proj")
+
+
 @dataclass
 class _Layer:
     in_norm: nn.Module
@@ -104,15 +114,9 @@ class _Layer:
 
 class FastDecoder:
     """Inference forward of a supported model's decoder over a ``SlotKVCache`` (see module doc).
+    The model's linears must have been fused first (``fuse_linears``), in whatever weight mode."""
 
-    Building it changes the model in place: q/k/v and gate/up become fused linears
-    (``self_attn.qkv_proj``, ``mlp.gate_up_proj``), each in weight mode ``weights`` (native, int8 or
-    fp16: ``agent.llm_quant``) like ``o_proj`` and ``down_proj``."""
-
-    def __init__(self, model: nn.Module, weights: str = "native") -> None:
-        why = supports(model)
-        if why is not None:
-            raise ValueError(f"fast decoder does not support this model: {why}")
+    def __init__(self, model: nn.Module) -> None:
         c = model.config
         self.base = model.base_model
         self.heads = int(c.num_attention_heads)
@@ -121,40 +125,29 @@ class FastDecoder:
         self.groups = self.heads // self.kv_heads
         self.intermediate = int(c.intermediate_size)
         self.scale = self.head_dim**-0.5
-        self.layers = []
-        for layer in self.base.layers:
-            att, mlp = layer.self_attn, layer.mlp
-            _fuse(att, ["q_proj", "k_proj", "v_proj"], "qkv_proj")
-            _fuse(mlp, ["gate_proj", "up_proj"], "gate_up_proj")
-            if weights != "native":
-                for owner, name in ((att, "qkv_proj"), (att, "o_proj"), (mlp, "gate_up_proj"), (mlp, "down_proj")):
-                    setattr(owner, name, quantized_linear(getattr(owner, name), weights))
-            self.layers.append(_Layer(
-                in_norm=layer.input_layernorm, qkv=att.qkv_proj, o=att.o_proj,
-                post_norm=layer.post_attention_layernorm, gate_up=mlp.gate_up_proj, down=mlp.down_proj))
+        if not hasattr(self.base.layers[0].self_attn, "qkv_proj"):
+            raise ValueError("FastDecoder needs the model's linears fused first (agent.llm_fast.fuse_linears)")
+        self.layers = [_Layer(in_norm=layer.input_layernorm, qkv=layer.self_attn.qkv_proj, o=layer.self_attn.o_proj,
+                              post_norm=layer.post_attention_layernorm, gate_up=layer.mlp.gate_up_proj,
+                              down=layer.mlp.down_proj) for layer in self.base.layers]
 
     def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = self.head_dim // 2
         rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
         return x * cos + rot * sin
 
-    def forward(self, embeds: torch.Tensor, cache: Any, lengths: torch.Tensor,
-                positions: torch.Tensor) -> torch.Tensor:
-        """Append the (B, T, D) block at each row's ``lengths`` slot / ``positions`` position;
-        return its last-layer hidden states (after the final norm). ``cache.plan`` must not have
-        been called: this does it."""
+    def forward(self, embeds: torch.Tensor, cache: Any, mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """The (B, T, D) block's last-layer hidden states (after the final norm), its keys/values
+        written where ``cache.plan`` put them; ``mask`` (B, 1, T, L) says which of the L cache
+        slots each new position attends to, ``position_ids`` (B, T) are its rotary positions
+        (``FrozenLLM.prefill`` builds both, as for the transformers forward)."""
         b, t, _ = embeds.shape
+        read_len = mask.shape[-1]
         h, kvh, hd, g = self.heads, self.kv_heads, self.head_dim, self.groups
-        cache.plan(lengths, t)
-        read_len = int(lengths.max()) + t
-        key_slot = torch.arange(read_len)[None, None, :]
-        query_slot = (lengths[:, None] + torch.arange(t)[None, :])[:, :, None]
-        allowed = key_slot <= query_slot  # (B, T, L): causal within each row's slots
         # Additive mask in the score layout (B, kvh, g*T, L): query heads of one key/value head
         # are stacked group-major, each with its T positions.
-        bias = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill_(~allowed, float("-inf"))
-        bias = bias[:, None, None].expand(b, 1, g, t, read_len).reshape(b, 1, g * t, read_len)
-        position_ids = positions[:, None] + torch.arange(t)[None, :]
+        bias = torch.zeros(mask.shape, dtype=torch.float32).masked_fill_(~mask, float("-inf"))
+        bias = bias[:, :, None].expand(b, 1, g, t, read_len).reshape(b, 1, g * t, read_len)
         x = embeds
         cos, sin = self.base.rotary_emb(x, position_ids)  # (B, T, hd) in x's dtype
         cos, sin = cos[:, :, None], sin[:, :, None]
