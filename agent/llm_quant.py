@@ -9,7 +9,7 @@ prefill of 2 positions at 1 thread 37.1 ms (bf16 + int8) -> 30.4 ms (fp32 + fp16
 from the fp32 model's hidden states 1.47 -> 0.04 (both through the transformers forward;
 ``agent/llm_fast.py`` takes the fp16 one to ~23 ms). It loses to int8 only on long blocks
 (64 positions: 215 vs 179 ms), which the runtime prefills once per reply at most. The tied
-output head stays float32 (``FrozenLLM._logits`` says why); the speech encoder's layers use the
+output head stays float32 (``FrozenLLM.prefill`` says why); the speech encoder's layers use the
 same fp16 linears (``runtime.encoder_weights=fp16``, the default).
 
 int8 (the runtime's until 2026-12-07, kept as an option): decoding one token reads every weight of the LLM once, so on a CPU core it is bound by memory
