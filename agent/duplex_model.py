@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from agent.llm import FrozenLLM, IncrementalDetokenizer, LLMState
 from agent.speech_input import SpeechListener
@@ -591,15 +592,31 @@ def runtime_llm_config(cfg: Any) -> Any:
     return llm_cfg
 
 
-def set_encoder_weights(listener: Any, mode: str) -> None:
-    """``runtime.encoder_weights``: "int8" or "fp16" puts those linears in the speech encoder's
-    Transformer layers (in place); "native" leaves them as trained."""
+def convert_linears(module: nn.Module, mode: str, setting: str, act_dtype: torch.dtype | None = None) -> int:
+    """Put the linears inside ``module`` in weight mode ``mode`` (in place; "native" leaves them as
+    trained); ``setting`` names the option in errors. Returns how many were converted."""
     from agent.llm_quant import WEIGHT_MODES, quantize_linears
 
     if mode not in WEIGHT_MODES:
-        raise ValueError(f"runtime.encoder_weights must be one of {', '.join(WEIGHT_MODES)}, got {mode!r}")
-    if mode != "native":
-        quantize_linears(listener.speech.encoder.layers, act_dtype=torch.bfloat16, mode=mode)
+        raise ValueError(f"{setting} must be one of {', '.join(WEIGHT_MODES)}, got {mode!r}")
+    return 0 if mode == "native" else quantize_linears(module, act_dtype=act_dtype, mode=mode)
+
+
+def set_encoder_weights(listener: Any, mode: str) -> None:
+    """``runtime.encoder_weights``: "int8" or "fp16" puts those linears in the speech encoder's
+    Transformer layers (in place); "native" leaves them as trained."""
+    convert_linears(listener.speech.encoder.layers, mode, "runtime.encoder_weights", act_dtype=torch.bfloat16)
+
+
+def set_unit_weights(units: Any, generator: Any, units_mode: str, generator_mode: str) -> None:
+    """``runtime.units_weights`` (the Whisper layers of the user-unit tokenizer; the HuBERT backend
+    stays as loaded) and ``runtime.generator_weights`` (every linear of the unit generator)."""
+    features = getattr(units, "features", None)
+    if getattr(features, "backend", "") == "whisper":
+        convert_linears(features.encoder.layers, units_mode, "runtime.units_weights")
+    else:
+        convert_linears(nn.Identity(), units_mode, "runtime.units_weights")  # still checks the value
+    convert_linears(generator.model, generator_mode, "runtime.generator_weights")
 
 
 def load_duplex_model(cfg: Any) -> DuplexModel:
@@ -614,5 +631,7 @@ def load_duplex_model(cfg: Any) -> DuplexModel:
     set_encoder_weights(listener, getattr(getattr(cfg, "runtime", None), "encoder_weights", "native"))
     units = load_unit_tokenizer(cfg.units)
     generator = load_generator(cfg.generator)
+    rt = getattr(cfg, "runtime", None)
+    set_unit_weights(units, generator, getattr(rt, "units_weights", "native"), getattr(rt, "generator_weights", "native"))
     tts = load_runtime_tts(cfg)
     return DuplexModel(listener, units, generator, tts, cfg)

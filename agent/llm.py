@@ -91,6 +91,23 @@ class LLMState(StreamingState):
         self.lengths[mask] = 0
         self.positions[mask] = 0
 
+    def snapshot(self) -> ContextSnapshot:
+        """The used KV slots, length and position of rows that all hold the same context length."""
+        n = int(self.lengths[0])
+        if bool((self.lengths != n).any()) or bool((self.positions != self.positions[0]).any()):
+            raise ValueError("snapshot needs rows of one length and position")
+        return ContextSnapshot(self.cache.keys_buf[:, :, :, :n].clone(), self.cache.values_buf[:, :, :, :n].clone(),
+                               n, int(self.positions[0]))
+
+    def restore(self, snap: ContextSnapshot) -> None:
+        """Every row holds exactly ``snap``'s context (what the prefill that made it left)."""
+        if snap.keys.shape[1] != self.batch_size or snap.keys.dtype != self.cache.keys_buf.dtype:
+            raise ValueError("snapshot of another batch size or cache dtype")
+        self.cache.keys_buf[:, :, :, : snap.length].copy_(snap.keys)
+        self.cache.values_buf[:, :, :, : snap.length].copy_(snap.values)
+        self.lengths.fill_(snap.length)
+        self.positions.fill_(snap.position)
+
     def copy_from(self, src: LLMState) -> None:
         """Hold ``src``'s context (same shapes): its used KV slots, lengths and positions."""
         n = int(src.lengths.max())
@@ -98,6 +115,17 @@ class LLMState(StreamingState):
         self.cache.values_buf[:, :, :, :n].copy_(src.cache.values_buf[:, :, :, :n])
         self.lengths.copy_(src.lengths)
         self.positions.copy_(src.positions)
+
+
+@dataclass(frozen=True)
+class ContextSnapshot:
+    """A copy of an LLM context's KV slots (all rows alike), to start contexts without a prefill."""
+
+    keys: torch.Tensor
+    """(layers, B, kv_heads, length, head_dim)"""
+    values: torch.Tensor
+    length: int
+    position: int
 
 
 @dataclass

@@ -619,6 +619,17 @@ class RuntimeConfig:
     head's probabilities against the fp32 native model moved by at most 0.0015 with the fp16 encoder
     (argmax changed on 0 chunks) and 0.035 with int8 (1 chunk). Training and `eval encoder` use the
     native encoder."""
+    units_weights: str = "fp16"
+    """Weights of the user-unit tokenizer's Whisper layers at run time ("native" = as loaded): fp16
+    (fbgemm-packed, float32 activations) reads half the bytes per chunk. Measured 2026-12-07 (AMD
+    EPYC, 1 thread, caches flushed between chunks as the LLM's jobs flush them): 5.10 -> 3.69 ms per
+    chunk, and the same unit on 1,472 / 1,472 frames of 20 held-out questions
+    (/work/scratch/s13/fp16_parts.py). The HuBERT backend stays as loaded."""
+    generator_weights: str = "fp16"
+    """Weights of the unit generator's linears at run time ("native" = as loaded): fp16 as above. The
+    bundled generator is stored in fp16, so the weights are the same numbers (logits equal to 1e-4
+    on 400 tokens, same argmax on all); a one-token step with flushed caches 2.95 -> 2.19 ms: the
+    step reads its ~15 MB of float32 weights from memory each time."""
     llm_threads: int = 1
     """torch threads of the LLM worker (encoder, adapter, LLM prefill/decode, state head)."""
     generator_threads: int = 1

@@ -57,6 +57,37 @@ def test_listening_several_chunks_at_once_equals_one_by_one(tiny_cfg, encoder_we
     assert [r.index for r in many] == [0, 1, 2, 3, 4]
 
 
+def test_fp16_unit_and_generator_weights_give_the_native_numbers(tiny_cfg):
+    """``runtime.units_weights`` / ``generator_weights``: fp16 linears in the unit tokenizer's Whisper
+    layers and the generator; the same units and (up to weight rounding) the same logits."""
+    import dataclasses
+
+    from agent.duplex_model import set_unit_weights
+    from agent.llm_quant import Fp16Linear
+    from agent.unit_generator import load_generator
+    from agent.units import load_unit_tokenizer
+
+    def parts(mode):
+        units, gen = load_unit_tokenizer(tiny_cfg.units), load_generator(tiny_cfg.generator)
+        set_unit_weights(units, gen, mode, mode)
+        return units, gen.model.eval()
+
+    (u32, g32), (u16, g16) = parts("native"), parts("fp16")
+    assert all(isinstance(m, Fp16Linear) for m in [*g16.blocks[0].children(), g16.head] if not isinstance(
+        m, (torch.nn.RMSNorm, torch.nn.Dropout)))
+    assert any(isinstance(m, Fp16Linear) for m in u16.features.encoder.layers.modules())
+    audio = _audio(6)
+    with torch.no_grad():
+        a, b = u32.extract(audio), u16.extract(audio)
+        assert len(a) == 24 and float(np.mean(a == b)) >= 0.95  # a unit may flip where two centroids tie
+        tokens = torch.randint(0, 500, (1, 64), generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(g16(tokens), g32(tokens), atol=2e-3, rtol=0)
+    with pytest.raises(ValueError, match="runtime.generator_weights"):
+        set_unit_weights(u32, load_generator(tiny_cfg.generator), "native", "fp8")
+    with pytest.raises(ValueError, match="runtime.units_weights"):
+        _load(dataclasses.replace(tiny_cfg, runtime=dataclasses.replace(tiny_cfg.runtime, units_weights="half")))
+
+
 def test_window_head_listening_in_batches_equals_one_by_one_across_a_taken_turn(tiny_cfg):
     """A 3-chunk state head keeps its window across batched listening and starts it afresh in
     the next listening context, as training's segments do."""

@@ -155,6 +155,50 @@ def test_restart_context_matches_training_segments(tiny_cfg, tiny_llm, tiny_spee
     torch.testing.assert_close(torch.cat(second), b, rtol=1e-4, atol=1e-4)
 
 
+def test_context_start_is_copied_exactly_and_follows_the_prompt(monkeypatch, tiny_cfg, tiny_llm, tiny_speech):
+    """Listening contexts after the first start from a copy of prefix + prompt: the same logits as
+    prefilling them again (bit for bit), no prefill call, and a new copy once the prompt changes."""
+    layout = ChatLayout.for_llm(tiny_llm, tiny_cfg.speech.transcribe_instruction)
+    audio = _audio(6, seed=5)
+
+    def run(listener: SpeechListener, copy: bool) -> list[torch.Tensor]:
+        out = []
+        with torch.no_grad(), listener.streaming(1):
+            for k in range(6):
+                if k in (2, 4):
+                    if not copy:
+                        listener._start = None
+                    listener.restart_context()
+                out.append(listener.step(audio[:, k * 2560 : (k + 1) * 2560]).logits)
+        return out
+
+    copied = run(SpeechListener(tiny_speech, tiny_llm, layout), True)
+    prefilled = run(SpeechListener(tiny_speech, tiny_llm, layout), False)
+    for a, b in zip(copied, prefilled, strict=True):
+        assert torch.equal(a, b)
+
+    listener = SpeechListener(tiny_speech, tiny_llm, layout)
+    calls = []
+    real_prefill = tiny_llm.prefill
+    monkeypatch.setattr(tiny_llm, "prefill", lambda *a, **k: calls.append(a[0].shape[1]) or real_prefill(*a, **k))
+    start = len(layout.prefix) + tiny_speech.prompt.shape[0]
+    saved = tiny_speech.prompt.detach().clone()
+    try:
+        with torch.no_grad(), listener.streaming(1):
+            listener.restart_context()
+            listener.restart_context()
+            assert calls == [start]  # the second start was a copy
+            assert int(tiny_llm.streaming_state.lengths[0]) == start
+            before = tiny_llm.streaming_state.cache.keys_buf[:, :, :, :start].clone()
+            tiny_speech.prompt.add_(0.1)  # what an optimizer step does
+            listener.restart_context()
+            assert calls == [start, start]
+            assert not torch.equal(tiny_llm.streaming_state.cache.keys_buf[:, :, :, :start], before)
+    finally:
+        with torch.no_grad():
+            tiny_speech.prompt.copy_(saved)
+
+
 def test_bundled_default_weights_load_through_the_card(default_cfg, llm):
     """The committed `speech-input-default` checkpoint (fp16 file, sha256 checked by its card) loads
     into the fp32 runtime listener exactly, and it is trained: its state head differs from a fresh one."""

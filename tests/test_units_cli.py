@@ -40,6 +40,7 @@ def test_bench_generator_tiny_json(tmp_path, capsys):
     assert main(["bench", "generator", "--preset", "tiny", "--json", "--repeats", "1", "--out", str(out)]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["bench"] == "generator" and res["chunk_ms"] == 160
+    assert res["generator_weights"] == "fp16"  # timed as the runtime runs it
     assert 0 < res["step_ms_p50"] and res["rtf"] == res["step_ms_p50"] / 160
     # CPU time of one thread cannot exceed the wall time it was measured in (small timer slack).
     assert 0 < res["step_cpu_ms_p50"] <= res["step_ms_p50"] * 1.05 + 0.5

@@ -15,7 +15,9 @@ run is faster than real time whenever the models are. Per held-out question ``i`
   looser "first 100 ms of agent silence" is reported too);
 - ``pause``: a held-out sentence with a 0.5-1.0 s pause inserted where it cannot end ("I would
   really like to ... take a cooking class"): *kept* when the agent is silent from the pause to
-  200 ms after the user resumes.
+  200 ms after the user resumes. ``pause_detail`` says, per pause, when the turn was taken inside it
+  and when the agent was heard (a turn taken and cancelled before any audio is still kept), and
+  ``pause_turn_taken_rate`` the share of pauses in which the turn was taken at all.
 
 Then ``max_realtime_sessions``: N sessions at once on the real clock (N = 1, 2, ...), each asking
 a question; N is real time while no session drops audio, every chunk is decided within
@@ -84,7 +86,7 @@ async def _scenarios(factory, material, n: int, head_mode: str, cfg: AgentConfig
 
     out: dict[str, list] = {"response": [], "early": [], "bargein": [], "bargein_first_silence": [],
                             "bargein_missed": [], "backchannel": [], "pause": [], "parts": [], "tokens": [],
-                            "texts": [], "bc_pause_ms": [], "input_s": [], "triggers": []}
+                            "texts": [], "bc_pause_ms": [], "input_s": [], "triggers": [], "pause_detail": []}
 
     def say(u, name, **kw):
         return Say(u.audio, name=name, words_start=u.start, words_end=u.end, **kw)
@@ -148,7 +150,17 @@ async def _scenarios(factory, material, n: int, head_mode: str, cfg: AgentConfig
             act = r.agent_activity()
             t0 = 0.3 + p.pause_start
             t1 = 0.3 + p.resume + 0.2
-            out["pause"].append(not act[int(t0 / 0.01) : int(t1 / 0.01)].any())
+            a = int(t0 / 0.01)
+            heard_idx = np.flatnonzero(act[a : int(t1 / 0.01)])
+            kept = len(heard_idx) == 0
+            out["pause"].append(kept)
+            # Why a pause was lost: when the turn was taken inside it and when the agent was heard.
+            taken = [e["t"] for _, e in r.events if e["type"] == "state" and e.get("state") == "thinking"
+                     and t0 <= e["t"] < t1]
+            out["pause_detail"].append({
+                "pause_s": round(p.resume - p.pause_start, 3), "kept": kept,
+                "taken_after_s": round(taken[0] - t0, 3) if taken else None,
+                "heard_after_s": None if kept else round(0.01 * (a + int(heard_idx[0])) - t0, 3)})
         bar.update()
     bar.close()
     return out
@@ -273,6 +285,9 @@ def run(cfg: AgentConfig, n: int = 20, head: str = "model", untrained: bool = Fa
         "backchannel_pause_ms_p50": median(sc["bc_pause_ms"]) if sc["bc_pause_ms"] else None,
         "pause_kept_rate": float(np.mean(pauses)) if pauses else None,
         "pause_cases": len(pauses),
+        "pause_turn_taken_rate": (float(np.mean([d["taken_after_s"] is not None for d in sc["pause_detail"]]))
+                                  if pauses else None),
+        "pause_detail": sc["pause_detail"],
         "rtf": sc["compute_s"] / input_s if input_s else None,
         "rtf_cpu": sc["cpu_s"] / input_s if input_s else None,
         "rtf_wall": sc["wall_s"] / input_s if input_s else None,

@@ -3,8 +3,9 @@
 A real reply of the configured LLM (its tokens and hidden states, computed once, untimed) is
 streamed into a session as the runtime would, and the user's real chunks arrive one chunk late,
 so every step predicts a user chunk, replaces the previous prediction and generates the agent's
-chunk while it speaks the reply. Reported: median / p90 step time and RTF = step / chunk
-duration (the bar is RTF <= 0.25 on 2 cores), plus the CPU time of the step's thread
+chunk while it speaks the reply, with the weights the runtime gives it (``runtime.generator_weights``).
+Reported: median / p90 step time and RTF = step / chunk duration (the bar is RTF <= 0.25 on 2
+cores), plus the CPU time of the step's thread
 (``step_cpu_ms_p50``, ``rtf_cpu``): on a shared, oversubscribed machine the wall time includes
 waiting for a core, the CPU time is what the step costs on a free one (with 1 torch thread).
 """
@@ -34,8 +35,11 @@ def run(cfg: AgentConfig, repeats: int = 3, chunks: int = 60) -> dict:
     from agent.unit_session import open_session
 
     threads = cfg.generator.num_threads or torch.get_num_threads()
+    from agent.duplex_model import convert_linears
+
     llm = load_llm(cfg.llm)
     loaded = load_generator(cfg.generator)
+    convert_linears(loaded.model, cfg.runtime.generator_weights, "runtime.generator_weights")  # as the runtime runs it
     torch.set_num_threads(threads)
     tokens, hidden = _reply(llm, "What should I cook for dinner tonight?")
     arch = loaded.model.arch
@@ -78,6 +82,7 @@ def run(cfg: AgentConfig, repeats: int = 3, chunks: int = 60) -> dict:
         "generator": cfg.generator.card,
         "params_m": sum(p.numel() for p in loaded.model.parameters()) / 1e6,
         "threads": threads,
+        "generator_weights": cfg.runtime.generator_weights,
         "peak_rss_mb": peak_rss_mb(),
         "machine": machine(),
     }
