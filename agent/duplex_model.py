@@ -612,10 +612,9 @@ def set_unit_weights(units: Any, generator: Any, units_mode: str, generator_mode
     """``runtime.units_weights`` (the Whisper layers of the user-unit tokenizer; the HuBERT backend
     stays as loaded) and ``runtime.generator_weights`` (every linear of the unit generator)."""
     features = getattr(units, "features", None)
-    if getattr(features, "backend", "") == "whisper":
-        convert_linears(features.encoder.layers, units_mode, "runtime.units_weights")
-    else:
-        convert_linears(nn.Identity(), units_mode, "runtime.units_weights")  # still checks the value
+    whisper = getattr(features, "backend", "") == "whisper"
+    # Nothing to convert for HuBERT, but the value is checked all the same.
+    convert_linears(features.encoder.layers if whisper else nn.ModuleList(), units_mode, "runtime.units_weights")
     convert_linears(generator.model, generator_mode, "runtime.generator_weights")
 
 
