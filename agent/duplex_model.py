@@ -625,12 +625,12 @@ def load_duplex_model(cfg: Any) -> DuplexModel:
     from agent.unit_generator import load_generator
     from agent.units import load_unit_tokenizer
 
+    rt = getattr(cfg, "runtime", None)
     llm = load_llm(runtime_llm_config(cfg))
     listener = load_listener(cfg.speech, llm)
-    set_encoder_weights(listener, getattr(getattr(cfg, "runtime", None), "encoder_weights", "native"))
+    set_encoder_weights(listener, getattr(rt, "encoder_weights", "native"))
     units = load_unit_tokenizer(cfg.units)
     generator = load_generator(cfg.generator)
-    rt = getattr(cfg, "runtime", None)
     set_unit_weights(units, generator, getattr(rt, "units_weights", "native"), getattr(rt, "generator_weights", "native"))
     tts = load_runtime_tts(cfg)
     return DuplexModel(listener, units, generator, tts, cfg)

@@ -249,12 +249,13 @@ class SpeechListener(StreamingModule[ListenerState]):
         # and the prompt embeddings, which training updates in place (that bumps their version).
         prompt = self.speech.prompt
         key = (b, llm_state.cache.keys_buf.dtype, prompt.data_ptr(), prompt._version)
-        if empty and not torch.is_grad_enabled() and self._start is not None and self._start[0] == key:
+        reusable = empty and not torch.is_grad_enabled()
+        if reusable and self._start is not None and self._start[0] == key:
             llm_state.restore(self._start[1])
         else:
             prefix = self.llm.embed(torch.tensor([self.layout.prefix] * b))
             self.llm.prefill(torch.cat([prefix, prompt[None].expand(b, -1, -1).to(prefix.dtype)], dim=1))
-            if empty and not torch.is_grad_enabled():
+            if reusable:
                 self._start = (key, llm_state.snapshot())
         st.started[:] = True
 

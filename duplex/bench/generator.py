@@ -30,13 +30,12 @@ def _reply(llm, question: str) -> tuple[list[int], list[torch.Tensor]]:
 
 
 def run(cfg: AgentConfig, repeats: int = 3, chunks: int = 60) -> dict:
+    from agent.duplex_model import convert_linears
     from agent.llm import load_llm
     from agent.unit_generator import load_generator
     from agent.unit_session import open_session
 
     threads = cfg.generator.num_threads or torch.get_num_threads()
-    from agent.duplex_model import convert_linears
-
     llm = load_llm(cfg.llm)
     loaded = load_generator(cfg.generator)
     convert_linears(loaded.model, cfg.runtime.generator_weights, "runtime.generator_weights")  # as the runtime runs it
