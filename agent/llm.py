@@ -20,7 +20,7 @@ from torch import nn
 from transformers.cache_utils import Cache
 
 from agent.assets import AssetError, ModelCard, load_card, prepared_dir
-from agent.llm_fast import FastDecoder, fuse_linears
+from agent.llm_fast import FastBlock, FastDecoder, fuse_linears
 from agent.llm_fast import supports as fast_supports
 from agent.llm_quant import WEIGHT_MODES, quantize_linears
 from agent.streaming import StreamingModule, StreamingState
@@ -136,6 +136,18 @@ class LLMOutput:
     """(B, T, V) next-token logits, or None when not asked for."""
 
 
+@dataclass
+class RidingBlock:
+    """A block of another context that rides along in a ``FrozenLLM.prefill`` pass (``also=``)."""
+
+    state: LLMState
+    embeds: torch.Tensor
+    """(B, T, D) in the LLM's embedding space."""
+    with_logits: bool = True
+    output: LLMOutput | None = None
+    """Set by the pass."""
+
+
 class FrozenLLM(StreamingModule[LLMState]):
     """Frozen causal LM with streaming prefill/decode of input embeddings.
 
@@ -241,40 +253,57 @@ class FrozenLLM(StreamingModule[LLMState]):
         st = self.streaming_state
         return self.cfg.max_context - st.lengths
 
-    def prefill(self, embeds: torch.Tensor, with_logits: bool = False) -> LLMOutput:
-        """Append a (B, T, D) block to every row's KV cache; return the block's hidden states."""
-        st = self.streaming_state
-        b, t, _ = embeds.shape
+    def prefill(self, embeds: torch.Tensor, with_logits: bool = False, also: Sequence[RidingBlock] = ()) -> LLMOutput:
+        """Append a (B, T, D) block to every row's KV cache; return the block's hidden states.
+
+        ``also``: blocks of *other* contexts that go through the same pass (their outputs are set
+        on them): with the fast decoder the weights are read once for all of them, which is most of
+        the cost of a few positions. Without it they are prefilled one after the other."""
+        main = RidingBlock(self.streaming_state, embeds, with_logits)
+        blocks = [main, *also]
+        if len({id(b.state) for b in blocks}) != len(blocks):
+            raise ValueError("prefill: each block needs its own context")
+        plans = [self._plan(b.state, b.embeds.shape[0], b.embeds.shape[1]) for b in blocks]
+        with torch.no_grad():
+            if self.fast is not None:
+                hiddens = self.fast.forward_many([FastBlock(b.embeds.to(self.dtype), b.state.cache, mask, pos)
+                                                  for b, (mask, pos) in zip(blocks, plans, strict=True)])
+            else:
+                hiddens = [self._hf_forward(b, mask, pos) for b, (mask, pos) in zip(blocks, plans, strict=True)]
+        for b, hidden in zip(blocks, hiddens, strict=True):
+            t = b.embeds.shape[1]
+            b.state.lengths += t
+            b.state.positions += t
+            # Logits from the model's own (float32) output layer. An fp16 copy (fbgemm) took 2.3
+            # instead of 10 ms (25 vs ~33 ms per token, same greedy answers on 28 / 28 held-out
+            # questions) but the single real-time session of `bench duplex` then had playout underruns
+            # (3.7 vs 0.3 per run, 6 runs each; its bar allows 2), a scheduling effect we did not pin
+            # down: left out.
+            logits = self.model.get_output_embeddings()(hidden) if b.with_logits else None
+            b.output = LLMOutput(hidden=hidden, logits=logits)
+        assert main.output is not None
+        return main.output
+
+    def _plan(self, st: LLMState, b: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reserve ``t`` slots per row of ``st``'s cache; the (B, 1, T, L) mask and (B, T) positions."""
         if b != st.batch_size:
             raise ValueError(f"batch {b} != streaming batch {st.batch_size}")
         if int(st.lengths.max()) + t > self.cfg.max_context:
             raise ContextFullError(f"KV cache full ({self.cfg.max_context} slots); compact or reset the session")
         st.cache.plan(st.lengths, t)
-        read_len = int(st.lengths.max()) + t
-        key_slot = torch.arange(read_len)[None, None, :]
+        key_slot = torch.arange(int(st.lengths.max()) + t)[None, None, :]
         query_slot = (st.lengths[:, None] + torch.arange(t)[None, :])[:, :, None]
         mask = (key_slot <= query_slot)[:, None]  # (B, 1, T, read_len): causal within each row's slots
-        position_ids = st.positions[:, None] + torch.arange(t)[None, :]
-        with torch.no_grad():
-            if self.fast is not None:
-                hidden = self.fast.forward(embeds.to(self.dtype), st.cache, mask, position_ids)
-            else:
-                hidden = self.model.base_model(
-                    inputs_embeds=embeds.to(self.dtype),
-                    attention_mask=mask,
-                    position_ids=position_ids,
-                    past_key_values=st.cache,
-                    use_cache=True,
-                ).last_hidden_state
-        st.lengths += t
-        st.positions += t
-        # Logits from the model's own (float32) output layer. An fp16 copy (fbgemm) took 2.3
-        # instead of 10 ms (25 vs ~33 ms per token, same greedy answers on 28 / 28 held-out
-        # questions) but the single real-time session of `bench duplex` then had playout underruns
-        # (3.7 vs 0.3 per run, 6 runs each; its bar allows 2), a scheduling effect we did not pin
-        # down: left out.
-        logits = self.model.get_output_embeddings()(hidden) if with_logits else None
-        return LLMOutput(hidden=hidden, logits=logits)
+        return mask, st.positions[:, None] + torch.arange(t)[None, :]
+
+    def _hf_forward(self, block: RidingBlock, mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.base_model(
+            inputs_embeds=block.embeds.to(self.dtype),
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=block.state.cache,
+            use_cache=True,
+        ).last_hidden_state
 
     def prefill_ids(self, ids: torch.Tensor, with_logits: bool = True) -> LLMOutput:
         with torch.no_grad():
@@ -294,23 +323,20 @@ class FrozenLLM(StreamingModule[LLMState]):
         """
         if self.streaming_state.batch_size != 1:
             raise ValueError("generate_stream decodes one session (streaming batch of 1)")
+        reply = self.greedy(first_logits, max_new_tokens, repetition_penalty)
+        while (token := reply.next_token) is not None:
+            out = self.prefill_ids(torch.tensor([[token]]))
+            assert out.logits is not None
+            reply.feed(out.logits[0, -1])
+            yield token, out.hidden[0, -1]
+
+    def greedy(self, first_logits: torch.Tensor, max_new_tokens: int | None = None,
+               repetition_penalty: float | None = None) -> GreedyReply:
+        """The token choice of a greedy reply (``generate_stream``'s), for callers that run the
+        LLM passes themselves (``agent.duplex_model`` lets reply tokens ride on listening steps)."""
         max_new = self.cfg.max_new_tokens if max_new_tokens is None else max_new_tokens
         penalty = self.cfg.repetition_penalty if repetition_penalty is None else repetition_penalty
-        logits = first_logits.float().clone()
-        seen: list[int] = []
-        for _ in range(max_new):
-            if penalty != 1.0 and seen:
-                idx = torch.tensor(sorted(set(seen)))
-                vals = logits[idx]
-                logits[idx] = torch.where(vals > 0, vals / penalty, vals * penalty)
-            token = int(torch.argmax(logits))
-            if token in self.stop_ids:
-                return
-            seen.append(token)
-            out = self.prefill_ids(torch.tensor([[token]]))
-            yield token, out.hidden[0, -1]
-            assert out.logits is not None
-            logits = out.logits[0, -1].float()
+        return GreedyReply(first_logits, self.stop_ids, max_new, penalty)
 
     def answer(self, question: str, max_new_tokens: int | None = None) -> Iterator[str]:
         """Stream the reply to a typed question as text pieces (uses its own streaming state)."""
@@ -322,6 +348,40 @@ class FrozenLLM(StreamingModule[LLMState]):
                 piece = detok.push(token)
                 if piece:
                     yield piece
+
+
+class GreedyReply:
+    """Greedy choice of a reply's tokens, one LLM pass per token done by the caller.
+
+    ``next_token`` is the token to feed next (None: the reply has ended, at an end-of-turn token
+    or after ``max_new`` tokens); ``feed`` takes the logits of the pass that fed it. Choosing
+    costs no LLM work, so the end of a reply is known as soon as its last token's pass is done.
+    """
+
+    def __init__(self, first_logits: torch.Tensor, stop_ids: set[int], max_new: int, penalty: float) -> None:
+        self.stop_ids = stop_ids
+        self.max_new = max_new
+        self.penalty = penalty
+        self.tokens: list[int] = []
+        self.next_token = self._choose(first_logits)
+
+    def _choose(self, logits: torch.Tensor) -> int | None:
+        if len(self.tokens) >= self.max_new:
+            return None
+        logits = logits.float().clone()
+        if self.penalty != 1.0 and self.tokens:
+            idx = torch.tensor(sorted(set(self.tokens)))
+            vals = logits[idx]
+            logits[idx] = torch.where(vals > 0, vals / self.penalty, vals * self.penalty)
+        token = int(torch.argmax(logits))
+        return None if token in self.stop_ids else token
+
+    def feed(self, logits: torch.Tensor) -> None:
+        """(V,) logits of the pass that fed ``next_token``."""
+        if self.next_token is None:
+            raise RuntimeError("the reply has ended")
+        self.tokens.append(self.next_token)
+        self.next_token = self._choose(logits)
 
 
 class IncrementalDetokenizer:

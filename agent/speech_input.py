@@ -27,7 +27,7 @@ from torch import nn
 
 from agent.adapter import SpeechAdapter, embedding_rms
 from agent.encoder import StreamingSpeechEncoder, build_encoder, pad_to_chunks
-from agent.llm import ContextSnapshot, FrozenLLM
+from agent.llm import ContextSnapshot, FrozenLLM, RidingBlock
 from agent.state_head import StateHead
 from agent.streaming import StreamingModule, StreamingState
 from configs.schema import SpeechConfig
@@ -260,8 +260,10 @@ class SpeechListener(StreamingModule[ListenerState]):
         st.started[:] = True
 
     @torch.no_grad()
-    def step(self, audio: torch.Tensor, agent_speaking: torch.Tensor | None = None) -> ChunkResult:
-        """One chunk (B, chunk_samples) of 16 kHz audio -> state decision (see ``ChunkResult``)."""
+    def step(self, audio: torch.Tensor, agent_speaking: torch.Tensor | None = None,
+             also: Sequence[RidingBlock] = ()) -> ChunkResult:
+        """One chunk (B, chunk_samples) of 16 kHz audio -> state decision (see ``ChunkResult``).
+        ``also``: blocks of other LLM contexts that ride in this chunk's LLM pass (``FrozenLLM.prefill``)."""
         if audio.shape[-1] != self.speech.chunk_samples:
             raise ValueError(f"listener step takes one chunk of {self.speech.chunk_samples} samples, got {audio.shape[-1]}")
         self._start_rows()
@@ -269,7 +271,7 @@ class SpeechListener(StreamingModule[ListenerState]):
         embeds = self.speech.adapter.step(frames)
         if agent_speaking is not None:
             embeds = embeds + agent_speaking.to(embeds.dtype)[:, None, None] * self.speech.speaking
-        out = self.llm.prefill(embeds)
+        out = self.llm.prefill(embeds, also=also)
         hidden = out.hidden[:, -1]
         logits = self.decide(hidden[:, None])[:, 0]
         return ChunkResult(logits=logits, state=logits.argmax(-1), hidden=hidden)

@@ -646,6 +646,12 @@ class RuntimeConfig:
     short jobs delays them by a whole step. 4 measured in ``bench duplex`` against 2 (same machine
     and hour): "llm" part 373 -> 221 ms, response p50 925 -> 775 ms, but pause_kept_rate 0.95 ->
     0.85 and max_realtime_sessions 2 -> 1 (the long job makes other sessions decide late)."""
+    ride_after_tokens: int = 8
+    """Once a reply is heard and this many of its tokens exist, each further token rides on one of
+    the session's listening steps (the same LLM pass, ``DuplexModel.listen_and_decode``: ~2 ms
+    instead of a ~22 ms job of its own) until the reply's text ends; 0 = never. One token per
+    step is ~6 tokens/s, speech reads ~3-4, so the text lead kept by then only grows; a reply whose
+    session sends no audio for two chunks decodes on in jobs of its own."""
     lead_s: float = 0.32
     """Decoded agent audio kept ahead of playout while speaking (the generator runs ahead to fill it)."""
     speculate_tokens: int = 0

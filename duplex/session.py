@@ -99,6 +99,8 @@ class ReplyRun:
     """Set when a speculative reply becomes the reply (its text task decodes on past the lead)."""
     sounded: bool = False
     """The decoder produced the reply's first audible sample (the lead-in quiet before it is trimmed)."""
+    riding: bool = False
+    """Its next tokens ride on listening steps (``runtime.ride_after_tokens``), one per step."""
 
 
 class DuplexSession:
@@ -258,10 +260,21 @@ class DuplexSession:
             held = self._reply is not None and self._reply.paused_at is not None
             speaking = [held or (self._agent_audible_at is not None and self._agent_audible_at >= c.t_start)
                         for c in batch]
-            results, _ = await asyncio.gather(
-                self._run(llm, "listen", self.model.listen_chunks, self.st, audio, speaking, priority=LISTEN),
-                self._run(gen, "units", self.model.user_units, self.st, audio, len(batch), priority=LISTEN),
-            )
+            r = self._reply
+            if r is not None and r.riding and not r.cancelled and not r.llm_ended:
+                # The reply's next token goes through the LLM in this listening step's pass.
+                (results, text), _ = await asyncio.gather(
+                    self._run(llm, "listen+decode", self.model.listen_and_decode, self.st, audio, speaking, r.key,
+                              priority=LISTEN),
+                    self._run(gen, "units", self.model.user_units, self.st, audio, len(batch), priority=LISTEN),
+                )
+                if not r.cancelled and not r.llm_ended:
+                    self._take_text(r, text)
+            else:
+                results, _ = await asyncio.gather(
+                    self._run(llm, "listen", self.model.listen_chunks, self.st, audio, speaking, priority=LISTEN),
+                    self._run(gen, "units", self.model.user_units, self.st, audio, len(batch), priority=LISTEN),
+                )
             self._input_chunks = batch[-1].index + 1
             now = self._now()
             for ch, res in zip(batch, results, strict=True):
@@ -393,10 +406,18 @@ class DuplexSession:
             await self._run(llm, "begin_reply", self.model.begin_reply, self.st, r.key, priority=URGENT)
         n = max(1, self.rc.tokens_per_job)
         first = n if r.speculative else max(n, self.rc.first_job_tokens)
-        while not r.cancelled:
+        while not r.cancelled and not r.llm_ended:
             if r.speculative and r.tokens >= self.rc.speculate_tokens:
                 await r.committed.wait()  # enough guessed: decode on once the turn is taken
                 continue
+            if self._may_ride(r):
+                r.riding = True
+                # The listening steps decode now. A reply with no steps to ride on (its session
+                # sends no audio) must not stall: if two chunks pass without a token, decode a job.
+                seen = r.tokens
+                await self.clock.sleep(2 * self.model.chunk_s)
+                if r.tokens != seen or r.cancelled or r.llm_ended:
+                    continue
             # Until the reply is heard, its first words are the critical path: they go ahead of
             # listening steps (the frame-level VAD still catches a user who resumes meanwhile).
             prio = REPLY if r.speculative or r.played_at is not None else URGENT
@@ -404,17 +425,24 @@ class DuplexSession:
             chunk: TextChunk = await self._run(llm, "decode", self.model.decode, self.st, k, priority=prio, units=k)
             if r.cancelled:
                 return
-            r.pending_text.append(chunk)
-            r.tokens += len(chunk.tokens)
-            r.text += chunk.text
-            if chunk.text and not r.speculative:
-                self._publish(text_event("agent", chunk.text, False, self._now()))
-            self._unit_wake.set()
-            if chunk.ended:
-                r.llm_ended = True
-                if not r.speculative:  # else published when committed
-                    self._publish(text_event("agent", r.text.strip(), True, self._now()))
-                return
+            self._take_text(r, chunk)
+
+    def _may_ride(self, r: ReplyRun) -> bool:
+        after = self.rc.ride_after_tokens
+        return after > 0 and not r.speculative and r.played_at is not None and r.tokens >= after
+
+    def _take_text(self, r: ReplyRun, chunk: TextChunk) -> None:
+        """Reply text decoded (by a job of its own or riding on a listening step) goes to the generator."""
+        r.pending_text.append(chunk)
+        r.tokens += len(chunk.tokens)
+        r.text += chunk.text
+        if chunk.text and not r.speculative:
+            self._publish(text_event("agent", chunk.text, False, self._now()))
+        self._unit_wake.set()
+        if chunk.ended:
+            r.llm_ended = True
+            if not r.speculative:  # else published when committed
+                self._publish(text_event("agent", r.text.strip(), True, self._now()))
 
     # -- reply: units ---------------------------------------------------------------------------
     def _pending_audio_s(self) -> float:

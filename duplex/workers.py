@@ -54,6 +54,11 @@ class CostModel:
     def cost(self, stage: str, measured: float, units: int = 1) -> float:
         if stage in self.fixed:
             return self.fixed[stage] * units
+        head = stage.split("+")[0]
+        if head in self.fixed:
+            # A job that carries another stage's work in the same pass (``listen+decode``) is
+            # charged as its first stage: the rider costs (nearly) nothing extra.
+            return self.fixed[head] * units
         if self.default is not None:
             return self.default * units
         return measured * self.scale

@@ -131,6 +131,36 @@ def test_listening_while_answering_does_not_change_the_answer(model):
     assert llm_len == prompt + 6 * model.positions_per_chunk
 
 
+def test_a_reply_token_riding_on_a_listening_step_equals_a_job_of_its_own(model):
+    """``listen_and_decode``: the listening step and the reply's next token in one LLM pass give
+    the decisions and the tokens of a step and a decoding job, and the reply's end is known with
+    its last token."""
+    audio = _audio(16, seed=4)
+    own, ride = model.new_state(), model.new_state()
+    for st in (own, ride):
+        model.listen_chunks(st, audio[: 4 * 2560], [False] * 4)
+        model.begin_reply(st, reply_id=0)
+    got: dict[str, list] = {"own": [], "ride": []}
+    for i in range(4, 16):
+        chunk = audio[i * 2560 : (i + 1) * 2560]
+        got["own"].append((model.listen_chunks(own, chunk, [True]), model.decode(own, 1)))
+        got["ride"].append(model.listen_and_decode(ride, chunk, [True], reply_id=0))
+    for (l_own, t_own), (l_ride, t_ride) in zip(got["own"], got["ride"], strict=True):
+        np.testing.assert_array_equal(l_own[0].probs, l_ride[0].probs)
+        assert (t_own.tokens, t_own.text, t_own.ended) == (t_ride.tokens, t_ride.text, t_ride.ended)
+        if t_own.hidden is not None:
+            assert t_ride.hidden is not None and torch.equal(t_own.hidden, t_ride.hidden)
+    tokens = [t for _, c in got["ride"] for t in c.tokens]
+    ended_at = [c.ended for _, c in got["ride"]].index(True)
+    # The tiny reply (8 tokens at most) ends with the step that decoded its last token.
+    assert 0 < len(tokens) <= model.llm.cfg.max_new_tokens and got["ride"][ended_at][1].tokens
+    assert ride.reply is not None and ride.reply.ended and ride.reply.tokens == tokens
+    # A step for a reply that is not the one decoding (cancelled, or a newer one) carries no token.
+    model.begin_reply(ride, reply_id=1)
+    _, none = model.listen_and_decode(ride, audio[:2560], [False], reply_id=0)
+    assert none.tokens == [] and none.ended and ride.reply.id == 1 and ride.reply.tokens == []
+
+
 def test_a_speculated_reply_equals_the_reply_and_leaves_listening_untouched(model):
     audio = _audio(7, seed=3)
     plain, spec = model.new_state(), model.new_state()

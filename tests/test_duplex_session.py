@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from agent.duplex_model import TextChunk
 from duplex.clock import EventClock
 from duplex.scripted_user import Say, TimelineHead, run_script
 from duplex.session import DuplexAgentFactory
@@ -336,3 +337,37 @@ def test_tune_process_freezes_the_models_out_of_the_collector_until_close(tiny_c
     finally:
         fac.close()
     assert gc.get_freeze_count() == 0 and tracked()
+
+
+def test_a_heard_reply_rides_on_listening_steps_and_says_the_same_words(factory, speech):
+    """runtime.ride_after_tokens: once the reply is heard with that many tokens, its next tokens go
+    through the LLM inside listening steps (``listen+decode`` jobs), one per step: same words,
+    fewer decoding jobs. If no step carries a token (a session that sends no audio), the reply
+    goes on decoding in jobs of its own."""
+    script = [_say(speech, "question", at=0.3)]
+    llm = factory.llm_worker
+    runs, jobs = {}, {}
+    listen_and_decode = factory.model.listen_and_decode
+
+    def no_token(state, audio, speaking, reply_id):
+        return factory.model.listen_chunks(state, audio, speaking), TextChunk([], None, "", False, 0.0)
+
+    for name, after in (("own jobs", 0), ("riding", 2), ("no steps", 2)):
+        before = {k: v.jobs for k, v in llm.stats.items()}
+        if name == "no steps":
+            factory.model.listen_and_decode = no_token
+        # Decoding slow enough that the tiny reply (8 tokens) is not all decoded when it is heard.
+        costs, llm.cost_model = llm.cost_model, CostModel.deterministic(**{**COSTS, "decode": 0.08})
+        try:
+            with _with_runtime(factory, ride_after_tokens=after):
+                runs[name] = _run(factory, script, max_s=12.0)
+        finally:
+            factory.model.listen_and_decode = listen_and_decode
+            llm.cost_model = costs
+        jobs[name] = {k: v.jobs - before.get(k, 0) for k, v in llm.stats.items()}
+    final = {n: [e["text"] for _, e in r.events if e["type"] == "text" and e["final"]] for n, r in runs.items()}
+    assert final["riding"] == final["own jobs"] == final["no steps"] and len(final["own jobs"]) == 1
+    assert jobs["own jobs"].get("listen+decode", 0) == 0
+    assert jobs["riding"]["listen+decode"] >= 2
+    assert jobs["riding"]["decode"] < jobs["own jobs"]["decode"]
+    assert jobs["no steps"]["listen+decode"] >= 1 and jobs["no steps"]["decode"] >= jobs["riding"]["decode"]

@@ -95,3 +95,39 @@ def test_unsupported_models_keep_the_transformers_forward(tiny_cfg):
     assert "model_type" in supports(AutoModelForCausalLM.from_config(conf))
     llm = load_llm(dataclasses.replace(tiny_cfg.llm, dtype="float32", weights="fp16"))
     assert supports(llm.model) is None
+
+
+@pytest.mark.parametrize("fast_decoder", [True, False])
+def test_blocks_of_two_contexts_in_one_pass_equal_a_pass_each(tiny_cfg, fast_decoder):
+    """``prefill(also=...)``: a block of another context rides in the same pass (the fast decoder
+    stacks the rows of both for every linear), with the results of separate passes."""
+    from agent.llm import RidingBlock
+
+    llm = load_llm(dataclasses.replace(tiny_cfg.llm, dtype="float32", weights="fp16", fast_decoder=fast_decoder))
+    assert (llm.fast is not None) == fast_decoder
+    emb = llm.embed(torch.randint(0, 1000, (1, 20)))
+    outs = []
+    for together in (False, True):
+        a, b = llm.new_streaming_state(1)[""], llm.new_streaming_state(1)[""]
+        for st, part in ((a, emb[:, :9]), (b, emb[:, 9:13])):  # two histories of different lengths
+            llm.set_streaming_state({"": st})
+            llm.prefill(part)
+        llm.set_streaming_state({"": a})
+        try:
+            if together:
+                rider = RidingBlock(b, emb[:, 15:16])
+                main = llm.prefill(emb[:, 13:15], with_logits=True, also=[rider])
+                assert rider.output is not None
+                outs.append((main, rider.output))
+            else:
+                main = llm.prefill(emb[:, 13:15], with_logits=True)
+                llm.set_streaming_state({"": b})
+                outs.append((main, llm.prefill(emb[:, 15:16], with_logits=True)))
+            with pytest.raises(ValueError, match="own context"):
+                llm.prefill(emb[:, :1], also=[RidingBlock(llm.streaming_state, emb[:, :1])])
+        finally:
+            llm.set_streaming_state(None)
+        assert (a.lengths.item(), b.lengths.item(), a.positions.item(), b.positions.item()) == (11, 5, 11, 5)
+    for sep, tog in zip(outs[0], outs[1], strict=True):
+        # fbgemm's fp16 rows do not depend on the rows stacked with them: the same numbers.
+        assert torch.equal(sep.hidden, tog.hidden) and torch.equal(sep.logits, tog.logits)
