@@ -280,13 +280,14 @@ class DuplexModel:
             token = r.decoding.next_token
             if token is None:
                 r.ended, r.decoding = True, None
-        ride = None if token is None else RidingBlock(state.answer, self.llm.embed(torch.tensor([[token]])))  # type: ignore[arg-type]
+        ride = None if token is None else RidingBlock(state.answer, self.llm.embed(torch.tensor([[token]])),  # type: ignore[arg-type]
+                                                      with_logits=False)
         results = self._listen(state, audio, agent_speaking, ride)
         if ride is None or r is None:
             ended = r is None or r.id != reply_id or r.ended
             return results, TextChunk([], None, "", ended, 0.0)
-        assert ride.output is not None and ride.output.logits is not None and r.decoding is not None
-        r.decoding.feed(ride.output.logits[0, -1])
+        assert ride.output is not None and r.decoding is not None
+        r.decoding.feed(ride.output.hidden[0, -1])
         return results, self._took_tokens(r, [token], [ride.output.hidden[0, -1]], results[0].compute_s)
 
     def _listen(self, state: DuplexState, audio: np.ndarray, agent_speaking: list[bool],
@@ -332,18 +333,18 @@ class DuplexModel:
         t0 = time.perf_counter()
         with installed(self.listener, state.listener):
             self._ensure_listening_context(state)
-            first_logits = self.listener.begin_reply()[0]
+            first = self.listener.begin_reply(logits=False)[0]
         answer = state.listener["llm"]
         state.listener["llm"] = state.spare
         state.spare = answer  # type: ignore[assignment]
         state.needs_restart = True
-        self._open_reply(state, answer, first_logits, reply_id)  # type: ignore[arg-type]
+        self._open_reply(state, answer, first, reply_id)  # type: ignore[arg-type]
         return time.perf_counter() - t0
 
-    def _open_reply(self, state: DuplexState, answer: LLMState, first_logits: torch.Tensor, reply_id: int) -> None:
+    def _open_reply(self, state: DuplexState, answer: LLMState, first_hidden: torch.Tensor, reply_id: int) -> None:
         state.answer = answer
         # No token is decoded until ``decode`` or ``listen_and_decode`` asks.
-        state.reply = ReplyText(id=reply_id, decoding=self.llm.greedy(first_logits),
+        state.reply = ReplyText(id=reply_id, decoding=self.llm.greedy_hidden(first_hidden),
                                 detok=IncrementalDetokenizer(self.llm))
 
     @torch.no_grad()
@@ -362,10 +363,10 @@ class DuplexModel:
         state.listener["llm"] = state.spare
         try:
             with installed(self.listener, state.listener):
-                first_logits = self.listener.begin_reply()[0]
+                first = self.listener.begin_reply(logits=False)[0]
         finally:
             state.listener["llm"] = listening
-        self._open_reply(state, state.spare, first_logits, reply_id)
+        self._open_reply(state, state.spare, first, reply_id)
         return time.perf_counter() - t0
 
     def commit_speculation(self, state: DuplexState) -> None:
@@ -387,9 +388,8 @@ class DuplexModel:
                 token = r.decoding.next_token
                 if token is None:
                     break
-                out = self.llm.prefill_ids(torch.tensor([[token]]))
-                assert out.logits is not None
-                r.decoding.feed(out.logits[0, -1])
+                out = self.llm.prefill_ids(torch.tensor([[token]]), with_logits=False)
+                r.decoding.feed(out.hidden[0, -1])
                 tokens.append(token)
                 hidden.append(out.hidden[0, -1])
         finally:

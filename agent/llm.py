@@ -11,7 +11,7 @@ reset independently; the attention mask passed to the model is built from those 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from transformers.cache_utils import Cache
 from agent.assets import AssetError, ModelCard, load_card, prepared_dir
 from agent.llm_fast import FastBlock, FastDecoder, fuse_linears
 from agent.llm_fast import supports as fast_supports
+from agent.llm_head import ScreenedHead, penalised
 from agent.llm_quant import WEIGHT_MODES, quantize_linears
 from agent.streaming import StreamingModule, StreamingState
 from configs.schema import LLMConfig
@@ -169,6 +170,8 @@ class FrozenLLM(StreamingModule[LLMState]):
         self.stop_ids = self._stop_ids()
         self.fast: FastDecoder | None = None
         """Set by ``load_llm`` (inference weight modes): the streaming forward ``prefill`` runs."""
+        self.screen: ScreenedHead | None = None
+        """Set by ``load_llm`` (inference weight modes): greedy choice from hidden states (``greedy_hidden``)."""
 
     # -- frozen-ness -------------------------------------------------------------------------
     def train(self, mode: bool = True) -> FrozenLLM:
@@ -274,11 +277,12 @@ class FrozenLLM(StreamingModule[LLMState]):
             t = b.embeds.shape[1]
             b.state.lengths += t
             b.state.positions += t
-            # Logits from the model's own (float32) output layer. An fp16 copy (fbgemm) took 2.3
-            # instead of 10 ms (25 vs ~33 ms per token, same greedy answers on 28 / 28 held-out
-            # questions) but the single real-time session of `bench duplex` then had playout underruns
-            # (3.7 vs 0.3 per run, 6 runs each; its bar allows 2), a scheduling effect we did not pin
-            # down: left out.
+            # Logits from the model's own (float32) output layer. An fp16 copy in its place (2.3
+            # instead of 10 ms; same greedy answers on 28 / 28 held-out questions) was left out
+            # twice: `bench duplex` real-time runs had more playout underruns with it (not pinned
+            # down), and its rounding may change a token on a near tie. The runtime's reply
+            # decoding asks for no logits: ``greedy_hidden`` screens with an fp16 copy and keeps
+            # this layer's choice (agent/llm_head.py).
             logits = self.model.get_output_embeddings()(hidden) if b.with_logits else None
             b.output = LLMOutput(hidden=hidden, logits=logits)
         assert main.output is not None
@@ -332,11 +336,32 @@ class FrozenLLM(StreamingModule[LLMState]):
 
     def greedy(self, first_logits: torch.Tensor, max_new_tokens: int | None = None,
                repetition_penalty: float | None = None) -> GreedyReply:
-        """The token choice of a greedy reply (``generate_stream``'s), for callers that run the
-        LLM passes themselves (``agent.duplex_model`` lets reply tokens ride on listening steps)."""
+        """The token choice of a greedy reply (``generate_stream``'s), fed (V,) logits, for callers
+        that run the LLM passes themselves."""
         max_new = self.cfg.max_new_tokens if max_new_tokens is None else max_new_tokens
         penalty = self.cfg.repetition_penalty if repetition_penalty is None else repetition_penalty
-        return GreedyReply(first_logits, self.stop_ids, max_new, penalty)
+
+        def pick(logits: torch.Tensor, seen: list[int]) -> int:
+            return int(torch.argmax(penalised(logits.float(), _ids(seen), penalty)))
+
+        return GreedyReply(pick, first_logits, self.stop_ids, max_new)
+
+    def greedy_hidden(self, first_hidden: torch.Tensor, max_new_tokens: int | None = None,
+                      repetition_penalty: float | None = None) -> GreedyReply:
+        """``greedy`` fed (D,) last-layer hidden states: the passes need no logits, and with the
+        runtime's weights the choice goes through the fp16-screened head (``agent.llm_head``: the
+        float32 head's token for ~3 instead of ~10 ms). The duplex runtime decodes replies so."""
+        max_new = self.cfg.max_new_tokens if max_new_tokens is None else max_new_tokens
+        penalty = self.cfg.repetition_penalty if repetition_penalty is None else repetition_penalty
+        screen = self.screen
+        head = self.model.get_output_embeddings()
+
+        def pick(hidden: torch.Tensor, seen: list[int]) -> int:
+            if screen is not None:
+                return screen.choose(hidden, seen, penalty)
+            return int(torch.argmax(penalised(head(hidden[None].to(self.dtype))[0].float(), _ids(seen), penalty)))
+
+        return GreedyReply(pick, first_hidden, self.stop_ids, max_new)
 
     def answer(self, question: str, max_new_tokens: int | None = None) -> Iterator[str]:
         """Stream the reply to a typed question as text pieces (uses its own streaming state)."""
@@ -354,34 +379,35 @@ class GreedyReply:
     """Greedy choice of a reply's tokens, one LLM pass per token done by the caller.
 
     ``next_token`` is the token to feed next (None: the reply has ended, at an end-of-turn token
-    or after ``max_new`` tokens); ``feed`` takes the logits of the pass that fed it. Choosing
-    costs no LLM work, so the end of a reply is known as soon as its last token's pass is done.
+    or after ``max_new`` tokens); ``feed`` takes what the pass that fed it produced: logits or
+    last-layer hidden state, whichever ``pick`` (what, seen tokens -> token id) reads. Choosing
+    costs no decoder pass, so the end of a reply is known as soon as its last token's pass is done.
     """
 
-    def __init__(self, first_logits: torch.Tensor, stop_ids: set[int], max_new: int, penalty: float) -> None:
+    def __init__(self, pick: Callable[[torch.Tensor, list[int]], int], first: torch.Tensor, stop_ids: set[int],
+                 max_new: int) -> None:
+        self.pick = pick
         self.stop_ids = stop_ids
         self.max_new = max_new
-        self.penalty = penalty
         self.tokens: list[int] = []
-        self.next_token = self._choose(first_logits)
+        self.next_token = self._choose(first)
 
-    def _choose(self, logits: torch.Tensor) -> int | None:
+    def _choose(self, x: torch.Tensor) -> int | None:
         if len(self.tokens) >= self.max_new:
             return None
-        logits = logits.float().clone()
-        if self.penalty != 1.0 and self.tokens:
-            idx = torch.tensor(sorted(set(self.tokens)))
-            vals = logits[idx]
-            logits[idx] = torch.where(vals > 0, vals / self.penalty, vals * self.penalty)
-        token = int(torch.argmax(logits))
+        token = self.pick(x, self.tokens)
         return None if token in self.stop_ids else token
 
-    def feed(self, logits: torch.Tensor) -> None:
-        """(V,) logits of the pass that fed ``next_token``."""
+    def feed(self, x: torch.Tensor) -> None:
+        """(V,) logits or (D,) hidden state of the pass that fed ``next_token``."""
         if self.next_token is None:
             raise RuntimeError("the reply has ended")
         self.tokens.append(self.next_token)
-        self.next_token = self._choose(logits)
+        self.next_token = self._choose(x)
+
+
+def _ids(seen: list[int]) -> torch.Tensor:
+    return torch.tensor(sorted(set(seen)), dtype=torch.long)
 
 
 class IncrementalDetokenizer:
@@ -457,5 +483,8 @@ def load_llm(cfg: LLMConfig) -> FrozenLLM:
                              "(base_model.layers); use llm.weights=native")
     llm = FrozenLLM(model, tokenizer, cfg)
     llm.fast = FastDecoder(model) if fast else None
+    head = model.get_output_embeddings()
+    if cfg.weights != "native" and type(head) is nn.Linear and head.bias is None and head.weight.dtype == torch.float32:
+        llm.screen = ScreenedHead(head)
     llm.assert_frozen()
     return llm

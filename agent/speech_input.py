@@ -288,10 +288,13 @@ class SpeechListener(StreamingModule[ListenerState]):
         self._start_rows()
 
     @torch.no_grad()
-    def begin_reply(self) -> torch.Tensor:
-        """Close the user turn (prefill the suffix); return (B, V) logits of the reply's first token."""
+    def begin_reply(self, logits: bool = True) -> torch.Tensor:
+        """Close the user turn (prefill the suffix); return (B, V) logits of the reply's first token
+        (``logits=False``: the (B, D) last hidden state they come from)."""
         b = self.streaming_state.batch_size
-        out = self.llm.prefill_ids(torch.tensor([self.layout.suffix] * b), with_logits=True)
+        out = self.llm.prefill_ids(torch.tensor([self.layout.suffix] * b), with_logits=logits)
+        if not logits:
+            return out.hidden[:, -1]
         assert out.logits is not None
         return out.logits[:, -1]
 

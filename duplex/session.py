@@ -9,6 +9,7 @@ worker threads, one per model, see :mod:`duplex.workers`)::
                                                     --> turn policy (chunk: take turn / barge-in / reject)
     user silent --> speculate: copy of the listening context, first tokens      [llm worker, behind listening]
     take_turn --> text:   begin_reply (or adopt the speculation), decode N tokens per job   [llm worker]
+                          (once heard: one token per listening step, in its LLM pass)
               --> units:  reply text -> generator steps while playout needs audio    [generator worker]
                           (listening: one step per input chunk keeps its timeline)
               --> speech: UnitsFrame queue -> decoder -> OutputBuffer                [tts worker]
