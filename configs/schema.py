@@ -648,8 +648,8 @@ class RuntimeConfig:
     0.85 and max_realtime_sessions 2 -> 1 (the long job makes other sessions decide late)."""
     ride_after_tokens: int = 8
     """Once a reply is heard and this many of its tokens exist, each further token rides on one of
-    the session's listening steps (the same LLM pass, ``DuplexModel.listen_and_decode``: ~2 ms
-    instead of a ~22 ms job of its own) until the reply's text ends; 0 = never. One token per
+    the session's listening steps (the same LLM pass, ``DuplexModel.listen_and_decode``: ~10 ms
+    more for the step instead of ~28 ms for a job of its own) until the reply's text ends; 0 = never. One token per
     step is ~6 tokens/s, speech reads ~3-4, so the text lead kept by then only grows; a reply whose
     session sends no audio for two chunks decodes on in jobs of its own."""
     lead_s: float = 0.32
