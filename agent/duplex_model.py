@@ -109,7 +109,10 @@ class ReplyText:
     detok: IncrementalDetokenizer
     tokens: list[int] = field(default_factory=list)
     text: str = ""
-    ended: bool = False
+
+    @property
+    def ended(self) -> bool:
+        return self.decoding is None
 
 
 @dataclass
@@ -276,10 +279,10 @@ class DuplexModel:
         reads ~3-4). No token if that reply is not the one decoding (cancelled meanwhile) or ended."""
         r = state.reply
         token = None
-        if r is not None and r.id == reply_id and not r.ended and r.decoding is not None and state.answer is not None:
+        if r is not None and r.id == reply_id and r.decoding is not None and state.answer is not None:
             token = r.decoding.next_token
             if token is None:
-                r.ended, r.decoding = True, None
+                r.decoding = None
         ride = None if token is None else RidingBlock(state.answer, self.llm.embed(torch.tensor([[token]])),  # type: ignore[arg-type]
                                                       with_logits=False)
         results = self._listen(state, audio, agent_speaking, ride)
@@ -287,8 +290,9 @@ class DuplexModel:
             ended = r is None or r.id != reply_id or r.ended
             return results, TextChunk([], None, "", ended, 0.0)
         assert ride.output is not None and r.decoding is not None
-        r.decoding.feed(ride.output.hidden[0, -1])
-        return results, self._took_tokens(r, [token], [ride.output.hidden[0, -1]], results[0].compute_s)
+        hidden = ride.output.hidden[0, -1]
+        r.decoding.feed(hidden)
+        return results, self._took_tokens(r, [token], [hidden], results[0].compute_s)
 
     def _listen(self, state: DuplexState, audio: np.ndarray, agent_speaking: list[bool],
                 ride: RidingBlock | None) -> list[ListenResult]:
@@ -378,7 +382,7 @@ class DuplexModel:
         """Decode up to ``max_tokens`` more reply tokens on the answer context."""
         t0 = time.perf_counter()
         r = state.reply
-        if r is None or r.ended or r.decoding is None or state.answer is None:
+        if r is None or r.decoding is None or state.answer is None:
             return TextChunk([], None, "", True, 0.0)
         tokens: list[int] = []
         hidden: list[torch.Tensor] = []
@@ -400,12 +404,11 @@ class DuplexModel:
         """Account for reply tokens whose passes are done and fed to the token choice, which then
         knows whether the reply has ended (no pass needed to find out)."""
         assert r.decoding is not None
-        r.ended = r.decoding.next_token is None
+        if r.decoding.next_token is None:
+            r.decoding = None
         text = "".join(r.detok.push(t) for t in tokens)
         r.tokens += tokens
         r.text += text
-        if r.ended:
-            r.decoding = None
         stacked = torch.stack([h.float() for h in hidden]) if hidden else None
         return TextChunk(tokens, stacked, text, r.ended, compute_s)
 
@@ -416,7 +419,6 @@ class DuplexModel:
             return
         if state.reply is not None:
             state.reply.decoding = None
-            state.reply.ended = True
         state.answer = None
 
     # -- generator side (one worker) -------------------------------------------------------------

@@ -22,7 +22,7 @@ from transformers.cache_utils import Cache
 from agent.assets import AssetError, ModelCard, load_card, prepared_dir
 from agent.llm_fast import FastBlock, FastDecoder, fuse_linears
 from agent.llm_fast import supports as fast_supports
-from agent.llm_head import ScreenedHead, penalised
+from agent.llm_head import ScreenedHead, penalised, token_ids
 from agent.llm_quant import WEIGHT_MODES, quantize_linears
 from agent.streaming import StreamingModule, StreamingState
 from configs.schema import LLMConfig
@@ -342,7 +342,7 @@ class FrozenLLM(StreamingModule[LLMState]):
         penalty = self.cfg.repetition_penalty if repetition_penalty is None else repetition_penalty
 
         def pick(logits: torch.Tensor, seen: list[int]) -> int:
-            return int(torch.argmax(penalised(logits.float(), _ids(seen), penalty)))
+            return int(torch.argmax(penalised(logits.float(), token_ids(seen), penalty)))
 
         return GreedyReply(pick, first_logits, self.stop_ids, max_new)
 
@@ -359,7 +359,7 @@ class FrozenLLM(StreamingModule[LLMState]):
         def pick(hidden: torch.Tensor, seen: list[int]) -> int:
             if screen is not None:
                 return screen.choose(hidden, seen, penalty)
-            return int(torch.argmax(penalised(head(hidden[None].to(self.dtype))[0].float(), _ids(seen), penalty)))
+            return int(torch.argmax(penalised(head(hidden[None].to(self.dtype))[0].float(), token_ids(seen), penalty)))
 
         return GreedyReply(pick, first_hidden, self.stop_ids, max_new)
 
@@ -404,10 +404,6 @@ class GreedyReply:
             raise RuntimeError("the reply has ended")
         self.tokens.append(self.next_token)
         self.next_token = self._choose(x)
-
-
-def _ids(seen: list[int]) -> torch.Tensor:
-    return torch.tensor(sorted(set(seen)), dtype=torch.long)
 
 
 class IncrementalDetokenizer:

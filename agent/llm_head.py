@@ -30,6 +30,11 @@ from agent.llm_quant import Fp16Linear
 _F32_EPS = 2.0**-24
 
 
+def token_ids(seen: Sequence[int]) -> torch.Tensor:
+    """The distinct token ids of ``seen``, ascending (where the repetition penalty applies)."""
+    return torch.tensor(sorted(set(seen)), dtype=torch.long)
+
+
 def penalised(logits: torch.Tensor, idx: torch.Tensor, penalty: float) -> torch.Tensor:
     """``logits`` (V,) with the repetition penalty applied at token ids ``idx`` (a copy): positive
     logits divided by ``penalty``, negative ones multiplied (the transformers convention)."""
@@ -63,15 +68,12 @@ class ScreenedHead:
         h = hidden.detach().float().reshape(1, -1)
         approx = self.fp16(h)[0]
         slack = self.row_bound * float(h.norm())
-        idx = torch.tensor(sorted(set(seen)), dtype=torch.long)
+        idx = token_ids(seen)
         lo = penalised(approx - slack, idx, penalty)
         hi = penalised(approx + slack, idx, penalty)
         cand = torch.nonzero(hi >= lo.max()).reshape(-1)
         if len(cand) > self.max_exact:
             return int(torch.argmax(penalised(nn.functional.linear(h, self.weight)[0], idx, penalty)))
-        exact = self.weight[cand] @ h[0]
-        if penalty != 1.0 and len(idx):
-            hit = torch.isin(cand, idx)
-            exact = torch.where(hit & (exact > 0), exact / penalty, torch.where(hit, exact * penalty, exact))
+        exact = penalised(self.weight[cand] @ h[0], torch.nonzero(torch.isin(cand, idx)).reshape(-1), penalty)
         # ``cand`` is ascending, and argmax returns the first maximum: the lowest id, as over the full head.
         return int(cand[int(torch.argmax(exact))])

@@ -262,20 +262,21 @@ class DuplexSession:
             speaking = [held or (self._agent_audible_at is not None and self._agent_audible_at >= c.t_start)
                         for c in batch]
             r = self._reply
-            if r is not None and r.riding and not r.cancelled and not r.llm_ended:
+            ride = r if r is not None and r.riding and not r.cancelled and not r.llm_ended else None
+            if ride is not None:
                 # The reply's next token goes through the LLM in this listening step's pass.
-                (results, text), _ = await asyncio.gather(
-                    self._run(llm, "listen+decode", self.model.listen_and_decode, self.st, audio, speaking, r.key,
-                              priority=LISTEN),
-                    self._run(gen, "units", self.model.user_units, self.st, audio, len(batch), priority=LISTEN),
-                )
-                if not r.cancelled and not r.llm_ended:
-                    self._take_text(r, text)
+                listen = self._run(llm, "listen+decode", self.model.listen_and_decode, self.st, audio, speaking,
+                                   ride.key, priority=LISTEN)
             else:
-                results, _ = await asyncio.gather(
-                    self._run(llm, "listen", self.model.listen_chunks, self.st, audio, speaking, priority=LISTEN),
-                    self._run(gen, "units", self.model.user_units, self.st, audio, len(batch), priority=LISTEN),
-                )
+                listen = self._run(llm, "listen", self.model.listen_chunks, self.st, audio, speaking, priority=LISTEN)
+            heard, _ = await asyncio.gather(
+                listen, self._run(gen, "units", self.model.user_units, self.st, audio, len(batch), priority=LISTEN))
+            if ride is not None:
+                results, text = heard
+                if not ride.cancelled and not ride.llm_ended:
+                    self._take_text(ride, text)
+            else:
+                results = heard
             self._input_chunks = batch[-1].index + 1
             now = self._now()
             for ch, res in zip(batch, results, strict=True):
