@@ -233,6 +233,27 @@ def test_a_speculated_reply_is_dropped_unheard_when_the_user_speaks_on(factory, 
     assert not act[: int(second_end * 100)].any()
 
 
+def test_a_barge_in_without_a_pause_first_records_its_own_trigger(factory, speech):
+    """With ducking off and a head that never confirms, the barge-in is the VAD's (``vad_long``) and
+    the audio stops at the decision: the record says so (it used to say ``state_head`` whatever the
+    policy's trigger was on this path)."""
+    cfg = factory.cfg
+    policy = dataclasses.replace(cfg.runtime.policy, duck_on_vad=False, bargein_threshold=1.01)
+    factory.cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, policy=policy))
+    try:
+        r = _run(factory, [_say(speech, "question", at=0.3), _say(speech, "bargein", after_agent=0.6)], max_s=15.0)
+    finally:
+        factory.cfg = cfg
+    [rec] = [e for _, e in r.events if e["type"] == "turn" and e["kind"] == "bargein"]
+    assert rec["trigger"] == "vad_long"
+    barge = r.played[1]
+    # No pause while the VAD's run of activity builds up (bargein_max_s of active frames, the gaps
+    # between words not counted): the agent talks on over it, then stops and stays silent.
+    assert rec["ms"] >= 1000 * policy.bargein_max_s - 100
+    act = r.agent_activity()
+    assert not act[int((barge.speech_start + rec["ms"] / 1000 + 0.05) * 100) : int(barge.speech_end * 100)].any()
+
+
 def test_one_sessions_barge_in_never_touches_another(factory, speech):
     from speech_io.webrtc.server import make_detector
 
