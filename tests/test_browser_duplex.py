@@ -48,7 +48,9 @@ def _mic_file(tmp: Path, audio16: np.ndarray, lead_s: float, tail_s: float) -> P
 
 
 async def _talk(url: str, wav: Path, profile: Path, until: str, timeout_s: float, record: bool = False) -> dict:
-    async with chromium(wav, profile) as ctx:
+    # Played once: a looping microphone asks the question again once the file ends, and on a slow
+    # machine (AVX2-only, RTF ~1) that barged in on the reply before it was done.
+    async with chromium(wav, profile, loop=False) as ctx:
         page = ctx.pages[0] if ctx.pages else await ctx.new_page()
         await page.goto(f"{url}/?autostart=1" + ("&record=1" if record else ""))
         await page.wait_for_function("window.duplex.state === 'connected'", timeout=30000)
@@ -133,7 +135,7 @@ def _ask_the_trained_agent_in_the_page(default_cfg, judge, tmp_path):
         await factory.warmup()
         async with serving_agent(factory, cfg) as (server, url):
             return await _talk(url, wav, tmp_path / "profile",
-                               "window.duplex.events.some(([, e]) => e.type === 'reply_done')", 60.0, record=True)
+                               "window.duplex.events.some(([, e]) => e.type === 'reply_done')", 120.0, record=True)
 
     page = asyncio.run(main())
     answer = next(e["text"] for e in page["events"] if e["type"] == "text" and e["role"] == "agent" and e["final"])

@@ -146,10 +146,13 @@ def test_a_reply_token_riding_on_a_listening_step_equals_a_job_of_its_own(model)
         got["own"].append((model.listen_chunks(own, chunk, [True]), model.decode(own, 1)))
         got["ride"].append(model.listen_and_decode(ride, chunk, [True], reply_id=0))
     for (l_own, t_own), (l_ride, t_ride) in zip(got["own"], got["ride"], strict=True):
-        np.testing.assert_array_equal(l_own[0].probs, l_ride[0].probs)
+        # Equal to float rounding (bit-identical where fbgemm's fp16 rows do not depend on the rows
+        # stacked with them, as on AVX-512; ~1e-7 apart on AVX2): the same decisions and tokens.
+        np.testing.assert_allclose(l_ride[0].probs, l_own[0].probs, rtol=1e-5, atol=1e-6)
         assert (t_own.tokens, t_own.text, t_own.ended) == (t_ride.tokens, t_ride.text, t_ride.ended)
         if t_own.hidden is not None:
-            assert t_ride.hidden is not None and torch.equal(t_own.hidden, t_ride.hidden)
+            assert t_ride.hidden is not None
+            torch.testing.assert_close(t_ride.hidden, t_own.hidden, rtol=1e-5, atol=1e-5)
     tokens = [t for _, c in got["ride"] for t in c.tokens]
     ended_at = [c.ended for _, c in got["ride"]].index(True)
     # The tiny reply (8 tokens at most) ends with the step that decoded its last token.

@@ -129,5 +129,9 @@ def test_blocks_of_two_contexts_in_one_pass_equal_a_pass_each(tiny_cfg, fast_dec
             llm.set_streaming_state(None)
         assert (a.lengths.item(), b.lengths.item(), a.positions.item(), b.positions.item()) == (11, 5, 11, 5)
     for sep, tog in zip(outs[0], outs[1], strict=True):
-        # fbgemm's fp16 rows do not depend on the rows stacked with them: the same numbers.
-        assert torch.equal(sep.hidden, tog.hidden) and torch.equal(sep.logits, tog.logits)
+        # A row does not depend on the rows stacked with it beyond float rounding: fbgemm's fp16
+        # kernel gave bit-identical rows on an AVX-512 CPU, differences of ~1e-7 on an AVX2-only one
+        # (its blocking depends on the row count).
+        torch.testing.assert_close(tog.hidden, sep.hidden, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(tog.logits, sep.logits, rtol=1e-5, atol=1e-5)
+        assert torch.equal(tog.logits.argmax(-1), sep.logits.argmax(-1))
