@@ -140,7 +140,8 @@ class DuplexSession:
         self._next_key = 0
         self._state: AgentState = "listening"
         self._agent_audible_at: float | None = None
-        self._stop_pending: tuple[float, float, str] | None = None  # (user onset, stop decided at, trigger)
+        self._stop_pending: tuple[int, float, float, str] | None = None
+        """(reply, user onset, stop decided at, trigger) of a barge-in whose audio is still fading out."""
         self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.records: list[TurnRecord] = []
@@ -319,8 +320,7 @@ class DuplexSession:
                         self._record(TurnRecord(self.session_id, r.id, "bargein", self._now(),
                                                 ms=1000 * (stopped - onset + self.rc.fade_ms / 1000), trigger=a.trigger))
                     else:
-                        self._stop_pending = (onset, self._now(), a.trigger)
-                        self._stop_reply = r.id
+                        self._stop_pending = (r.id, onset, self._now(), a.trigger)
                     self._set_state("listening")
 
     def _take_turn(self, a: Action, chunk_end: float) -> None:
@@ -546,10 +546,10 @@ class DuplexSession:
         pf = self.output.pop(now)
         r = self._reply
         if self._stop_pending is not None and (pf is None or not pf.audible):
-            onset, decided, trigger = self._stop_pending
+            reply, onset, decided, trigger = self._stop_pending
             self._stop_pending = None
             # The faded frame (if any) was the previous one: audio stopped fade_ms after the decision.
-            self._record(TurnRecord(self.session_id, getattr(self, "_stop_reply", -1), "bargein", now,
+            self._record(TurnRecord(self.session_id, reply, "bargein", now,
                                     ms=1000 * (decided - onset + self.rc.fade_ms / 1000), trigger=trigger))
         if pf is None:
             if r is not None and r.played_at is not None and r.paused_at is None:
