@@ -24,7 +24,7 @@ from agent.llm_fast import FastBlock, FastDecoder, fuse_linears
 from agent.llm_fast import supports as fast_supports
 from agent.llm_head import ScreenedHead, penalised, token_ids
 from agent.llm_quant import WEIGHT_MODES, quantize_linears
-from agent.streaming import StreamingModule, StreamingState
+from agent.streaming import StreamingModule, StreamingState, lazy_zeros
 from configs.schema import LLMConfig
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -47,8 +47,8 @@ class SlotKVCache(Cache):
     ) -> None:
         super().__init__(layers=[])
         shape = (num_layers, batch_size, kv_heads, max_slots, head_dim)
-        self.keys_buf = torch.zeros(shape, dtype=dtype)
-        self.values_buf = torch.zeros(shape, dtype=dtype)
+        self.keys_buf = lazy_zeros(shape, dtype)
+        self.values_buf = lazy_zeros(shape, dtype)
         self.max_slots = max_slots
         self._rows = torch.arange(batch_size)[:, None]
         self._slots: torch.Tensor | None = None

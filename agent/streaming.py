@@ -12,13 +12,36 @@ instance can serve several sessions from a single worker thread, swapping states
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
+
+_LAZY_MIN_BYTES = 1 << 20
+_ALIGN = 64
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``torch.zeros(shape, dtype=dtype)`` whose memory the OS zero-fills page by page on first touch.
+
+    Why: a session's KV caches are preallocated for the longest context (~200 MB for the default
+    agent) but a session writes a few MB of them; ``torch.zeros`` writes every byte at once (~75 ms
+    per new session, 0.2-0.7 s under load, on the worker thread that listens to every other session).
+    numpy's ``zeros`` takes large blocks from ``calloc``, which maps fresh, already-zero pages
+    instead. Small tensors come from ``torch.zeros`` (nothing to save). The result is 64-byte aligned
+    and owns its memory like any tensor (the numpy buffer lives as long as it does)."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    nbytes = math.prod(shape) * itemsize
+    if nbytes < _LAZY_MIN_BYTES:
+        return torch.zeros(shape, dtype=dtype)
+    buf = np.zeros(nbytes + _ALIGN, dtype=np.uint8)
+    off = -buf.ctypes.data % _ALIGN
+    return torch.from_numpy(buf[off : off + nbytes]).view(dtype).view(shape)
 
 
 @dataclass

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agent.streaming import StreamingModule, StreamingState
+from agent.streaming import StreamingModule, StreamingState, lazy_zeros
 from agent.sync_format import UnitVocab, frames_per_chunk
 from configs.schema import GeneratorConfig
 
@@ -203,8 +203,8 @@ class UnitGenerator(StreamingModule[GeneratorState]):
         zeros = torch.zeros(batch_size, dtype=torch.long)
         return GeneratorState(
             batch_size=batch_size,
-            keys=torch.zeros(shape, dtype=p.dtype),
-            values=torch.zeros(shape, dtype=p.dtype),
+            keys=lazy_zeros(shape, p.dtype),
+            values=lazy_zeros(shape, p.dtype),
             lengths=zeros.clone(),
             positions=zeros.clone(),
         )

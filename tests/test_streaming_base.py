@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from agent.streaming import StreamingModule, StreamingState
+from agent.streaming import StreamingModule, StreamingState, lazy_zeros
 
 
 @dataclass
@@ -95,3 +95,18 @@ def test_state_swaps_use_the_tree_as_of_the_last_new_state():
     m.c = _Counter()
     with m.streaming(1):  # entering streaming walks again
         assert m.c.is_streaming
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.long])
+@pytest.mark.parametrize("shape", [(3, 4), (4, 1, 3, 512, 64)])
+def test_lazy_zeros_is_a_zero_tensor_of_its_own(shape, dtype):
+    """Small (torch.zeros) and large (calloc'd pages) alike: zero, the asked dtype and shape,
+    contiguous, 64-byte aligned when large, writable, and two of them never share memory."""
+    a, b = lazy_zeros(shape, dtype), lazy_zeros(shape, dtype)
+    assert a.dtype == dtype and tuple(a.shape) == shape and a.is_contiguous()
+    assert torch.equal(a, torch.zeros(shape, dtype=dtype))
+    if a.numel() * a.element_size() >= 1 << 20:
+        assert a.data_ptr() % 64 == 0
+    a.view(-1)[-1] = 7
+    a.view(-1)[0] = 5
+    assert int(a.sum()) == 12 and int(b.abs().sum()) == 0
