@@ -159,6 +159,19 @@ class ListenResult:
 
 
 @dataclass
+class ListenJob:
+    """One session's listening step for ``DuplexModel.listen_many``."""
+
+    state: DuplexState
+    audio: np.ndarray
+    """n chunks of user audio (n * 2560,)."""
+    agent_speaking: list[bool]
+    """Per chunk: whether the agent held the floor (the state head reads it)."""
+    reply_id: int | None = None
+    """Reply whose next token rides in the pass (``listen_and_decode``); None = listening only."""
+
+
+@dataclass
 class TextChunk:
     tokens: list[int]
     hidden: torch.Tensor | None
@@ -212,8 +225,6 @@ class DuplexModel:
         self.silent_chunk = self._silent_chunk()
         """The agent's chunk while it is silent with nothing to say: the de-duplicated units of the
         digital silence it plays (see ``follow``)."""
-        self.speaking_vector = torch.tensor([True])
-        self.silent_vector = torch.tensor([False])
         self.head_override: Callable[[DuplexState, int, bool], np.ndarray | None] | None = None
         """Test/simulation hook: (state, chunk index, agent speaking) -> (3,) probabilities that
         replace the state head's (None keeps them). The model still runs in full."""
@@ -270,7 +281,9 @@ class DuplexModel:
         chunk's last position), but one LLM pass instead of n: the LLM's cost is in reading its
         weights, so a session that fell behind catches up at almost the price of one chunk.
         """
-        return self._listen(state, audio, agent_speaking, None)
+        out = self.listen_many([ListenJob(state, audio, agent_speaking)])[0]
+        assert isinstance(out, list)
+        return out
 
     @torch.no_grad()
     def listen_and_decode(self, state: DuplexState, audio: np.ndarray, agent_speaking: list[bool],
@@ -280,48 +293,83 @@ class DuplexModel:
         for a plain one, where a 2-token job of its own takes ~57 ms. One token per call: the runtime lets a reply that is
         already heard, with text to spare, advance one token per listening step (~6 tokens/s, speech
         reads ~3-4). No token if that reply is not the one decoding (cancelled meanwhile) or ended."""
+        out = self.listen_many([ListenJob(state, audio, agent_speaking, reply_id)])[0]
+        assert isinstance(out, tuple)
+        return out
+
+    @torch.no_grad()
+    def listen_many(self, jobs: list[ListenJob]) -> list[list[ListenResult] | tuple[list[ListenResult], TextChunk]]:
+        """Listening steps of several sessions in ONE LLM pass: each job is what ``listen_chunks``
+        (``reply_id`` None) or ``listen_and_decode`` would do for its session, and gets what that
+        call returns. Encoders, adapters and state heads run per session; the LLM reads its weights
+        once for every session's positions (and riding tokens), which is most of a listening step's
+        cost: the runtime's LLM worker merges the listening jobs queued at one moment
+        (``duplex.workers``), so concurrent calls share that cost instead of queueing for it."""
+        # Everything that can refuse a job comes before any state changes (the worker reruns the
+        # jobs of a merged call that raised one by one, which must not apply a chunk twice).
+        if len({id(j.state) for j in jobs}) != len(jobs):
+            raise ValueError("listen_many: one job per session")
+        t0 = time.perf_counter()
+        audio = [torch.from_numpy(_clean(j.audio, len(j.agent_speaking) * self.chunk_samples))[None] for j in jobs]
+        rides = [self._ride(j.state, j.reply_id) for j in jobs]
+        blocks = [self._listen_block(j.state, x, j.agent_speaking) for j, x in zip(jobs, audio, strict=True)]
+        self.llm.prefill_blocks(blocks + [r[0] for r in rides if r is not None])
+        dt = time.perf_counter() - t0
+        p = self.positions_per_chunk
+        outs: list[list[ListenResult] | tuple[list[ListenResult], TextChunk]] = []
+        for j, blk, ride in zip(jobs, blocks, rides, strict=True):
+            assert blk.output is not None
+            with installed(self.listener, j.state.listener):  # the head's window of past chunks
+                logits = self.listener.decide(blk.output.hidden[:, p - 1 :: p])  # each chunk's last position
+            results = self._decisions(j.state, logits, j.agent_speaking, dt)
+            outs.append(results if j.reply_id is None else (results, self._ridden(j.state, j.reply_id, ride, dt)))
+        return outs
+
+    def _ride(self, state: DuplexState, reply_id: int | None) -> tuple[RidingBlock, int] | None:
+        """The next token of reply ``reply_id`` as a block for the listening pass, and the token
+        (None: no token)."""
         r = state.reply
-        token = None
-        if r is not None and r.id == reply_id and r.decoding is not None and state.answer is not None:
-            token = r.decoding.next_token
-            if token is None:
-                r.decoding = None
-        ride = None if token is None else RidingBlock(state.answer, self.llm.embed(torch.tensor([[token]])),  # type: ignore[arg-type]
-                                                      with_logits=False)
-        results = self._listen(state, audio, agent_speaking, ride)
+        if reply_id is None or r is None or r.id != reply_id or r.decoding is None or state.answer is None:
+            return None
+        token = r.decoding.next_token
+        if token is None:
+            r.decoding = None
+            return None
+        return RidingBlock(state.answer, self.llm.embed(torch.tensor([[token]])), with_logits=False), token
+
+    def _ridden(self, state: DuplexState, reply_id: int, ride: tuple[RidingBlock, int] | None,
+                compute_s: float) -> TextChunk:
+        """``listen_and_decode``'s text: the ridden token taken into its reply (or nothing)."""
+        r = state.reply
         if ride is None or r is None:
             ended = r is None or r.id != reply_id or r.ended
-            return results, TextChunk([], None, "", ended, 0.0)
-        assert ride.output is not None and r.decoding is not None
-        hidden = ride.output.hidden[0, -1]
+            return TextChunk([], None, "", ended, 0.0)
+        block, token = ride
+        assert block.output is not None and r.decoding is not None
+        hidden = block.output.hidden[0, -1]
         r.decoding.feed(hidden)
-        return results, self._took_tokens(r, [token], [hidden], results[0].compute_s)
+        return self._took_tokens(r, [token], [hidden], compute_s)
 
-    def _listen(self, state: DuplexState, audio: np.ndarray, agent_speaking: list[bool],
-                ride: RidingBlock | None) -> list[ListenResult]:
-        t0 = time.perf_counter()
+    def _listen_block(self, state: DuplexState, x: torch.Tensor, agent_speaking: list[bool]) -> RidingBlock:
+        """A session's chunks (1, n * 2560) through encoder and adapter, as a block of its listening
+        context (what ``SpeechListener.step`` does before the LLM, for n chunks at once)."""
         n = len(agent_speaking)
-        x = torch.from_numpy(_clean(audio, n * self.chunk_samples))[None]
         speech = self.listener.speech
         p = self.positions_per_chunk
-        also = () if ride is None else (ride,)
         with installed(self.listener, state.listener):
             self._ensure_listening_context(state, positions=n * p)
-            if n == 1:
-                res = self.listener.step(x, self.speaking_vector if agent_speaking[0] else self.silent_vector, also=also)
-                logits = res.logits[:, None]
-            else:
-                self.listener._start_rows()  # what SpeechListener.step does first (prefix + prompt once per context)
-                frames = speech.encoder.step(x)
-                embeds = speech.adapter.step(frames)  # (1, n * p, D)
-                flags = torch.tensor(agent_speaking, dtype=embeds.dtype).repeat_interleave(p)
-                embeds = embeds + flags[None, :, None] * speech.speaking
-                hidden = self.llm.prefill(embeds, also=also).hidden[:, p - 1 :: p]  # (1, n, D): each chunk's last position
-                logits = self.listener.decide(hidden)
+            self.listener._start_rows()  # prefix + prompt once per context
+            frames = speech.encoder.step(x)
+            embeds = speech.adapter.step(frames)  # (1, n * p, D)
+            flags = torch.tensor(agent_speaking, dtype=embeds.dtype).repeat_interleave(p)
+            embeds = embeds + flags[None, :, None] * speech.speaking
+            return RidingBlock(self.llm.streaming_state, embeds, with_logits=False)
+
+    def _decisions(self, state: DuplexState, logits: torch.Tensor, agent_speaking: list[bool],
+                   compute_s: float) -> list[ListenResult]:
         probs = torch.softmax(logits[0].float(), -1).numpy()
         out = []
-        dt = time.perf_counter() - t0
-        for i in range(n):
+        for i in range(len(agent_speaking)):
             pr = probs[i]
             if self.listen_observer is not None:
                 self.listen_observer(state, state.chunks, pr)
@@ -329,7 +377,7 @@ class DuplexModel:
                 forced = self.head_override(state, state.chunks, agent_speaking[i])
                 if forced is not None:
                     pr = np.asarray(forced, dtype=np.float32)
-            out.append(ListenResult(probs=pr, decision=int(pr.argmax()), index=state.chunks, compute_s=dt))
+            out.append(ListenResult(probs=pr, decision=int(pr.argmax()), index=state.chunks, compute_s=compute_s))
             state.chunks += 1
         return out
 

@@ -263,7 +263,13 @@ class FrozenLLM(StreamingModule[LLMState]):
         on them): with the fast decoder the weights are read once for all of them, which is most of
         the cost of a few positions. Without it they are prefilled one after the other."""
         main = RidingBlock(self.streaming_state, embeds, with_logits)
-        blocks = [main, *also]
+        self.prefill_blocks([main, *also])
+        assert main.output is not None
+        return main.output
+
+    def prefill_blocks(self, blocks: Sequence[RidingBlock]) -> None:
+        """``prefill`` for blocks that each name their own context (no installed streaming state
+        needed): one pass for all; each block's output is set on it."""
         if len({id(b.state) for b in blocks}) != len(blocks):
             raise ValueError("prefill: each block needs its own context")
         plans = [self._plan(b.state, b.embeds.shape[0], b.embeds.shape[1]) for b in blocks]
@@ -285,8 +291,6 @@ class FrozenLLM(StreamingModule[LLMState]):
             # this layer's choice (agent/llm_head.py).
             logits = self.model.get_output_embeddings()(hidden) if b.with_logits else None
             b.output = LLMOutput(hidden=hidden, logits=logits)
-        assert main.output is not None
-        return main.output
 
     def _plan(self, st: LLMState, b: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Reserve ``t`` slots per row of ``st``'s cache; the (B, 1, T, L) mask and (B, T) positions."""

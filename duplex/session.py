@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.duplex_model import DuplexModel, DuplexState, TextChunk
+from agent.duplex_model import DuplexModel, DuplexState, ListenJob, TextChunk
 from duplex.clock import Clock, RealClock
 from duplex.frames import FrameQueue, Interrupt, UnitsFrame
 from duplex.metrics import MetricsHub, TurnRecord
@@ -189,8 +189,9 @@ class DuplexSession:
             self._state = state
             self._publish(state_event(state, self._now()))
 
-    def _run(self, worker: ModelWorker, stage: str, fn: Any, *args: Any, priority: int = REPLY, units: int = 1) -> Any:
-        return worker.run(stage, fn, *args, clock=self.clock, priority=priority, units=units)
+    def _run(self, worker: ModelWorker, stage: str, fn: Any, *args: Any, priority: int = REPLY, units: int = 1,
+             merge: bool = False) -> Any:
+        return worker.run(stage, fn, *args, clock=self.clock, priority=priority, units=units, merge=merge)
 
     def _record(self, rec: TurnRecord) -> None:
         self.records.append(rec)
@@ -264,12 +265,11 @@ class DuplexSession:
                         for c in batch]
             r = self._reply
             ride = r if r is not None and r.riding and not r.cancelled and not r.llm_ended else None
-            if ride is not None:
-                # The reply's next token goes through the LLM in this listening step's pass.
-                listen = self._run(llm, "listen+decode", self.model.listen_and_decode, self.st, audio, speaking,
-                                   ride.key, priority=LISTEN)
-            else:
-                listen = self._run(llm, "listen", self.model.listen_chunks, self.st, audio, speaking, priority=LISTEN)
+            # With a reply riding, its next token goes through the LLM in this listening step's pass;
+            # other sessions' steps queued at the same moment share the pass (``listen_many``).
+            job = ListenJob(self.st, audio, speaking, None if ride is None else ride.key)
+            listen = self._run(llm, "listen" if ride is None else "listen+decode", self.model.listen_many, job,
+                               priority=LISTEN, merge=True)
             heard, _ = await asyncio.gather(
                 listen, self._run(gen, "units", self.model.user_units, self.st, audio, len(batch), priority=LISTEN))
             if ride is not None:

@@ -12,11 +12,20 @@ still), and the result is handed back at ``start + cost`` on the virtual timelin
 is when the worker was free (jobs on one worker queue up) and ``cost`` comes from the
 :class:`CostModel`: the measured compute time (``measured``, time-accurate offline runs) or a
 fixed cost per stage (deterministic timelines for tests).
+
+Merged jobs: a job submitted with ``merge=True`` names a function of a *list* of arguments (one
+per job, results in order). When the worker takes such a job it also takes every job of the same
+function queued at that moment (other sessions' listening steps) and runs them in one call: the
+LLM reads its weights once for all of them. Each job is charged its share of the call. Only under
+real clocks: virtual-clock runs keep one job per call, so their timelines do not depend on how
+jobs of different sessions happened to meet in real time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import heapq
 import itertools
 import queue
 import threading
@@ -25,11 +34,9 @@ import weakref
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from duplex.clock import Clock, EventClock, RealClock
-
-T = TypeVar("T")
 
 _REAL = RealClock()
 _ORDER = itertools.count()  # submission order of all jobs: the tie-break of equal virtual finish times
@@ -90,6 +97,21 @@ class WorkerClosed(RuntimeError):
     pass
 
 
+@dataclass
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    loop: asyncio.AbstractEventLoop
+    fut: asyncio.Future[Any]
+    submitted: float
+    merge: Callable[[list[Any]], list[Any]] | None = None
+    """The list function of a mergeable job (jobs with an equal one share a call); None = alone."""
+
+
+def _one(fn: Callable[[list[Any]], list[Any]], arg: Any) -> Any:
+    return fn([arg])[0]
+
+
 class ModelWorker:
     """A single thread running jobs for one model, by priority, with per-stage timing."""
 
@@ -98,7 +120,7 @@ class ModelWorker:
         self.name = name
         self.threads = threads
         self.cost_model = cost or CostModel.measured()
-        self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._queue: queue.PriorityQueue[tuple[int, int, _Job | None]] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._init = init
         # When the worker is next free, per virtual clock (sessions on different clocks do not share time).
@@ -117,32 +139,73 @@ class ModelWorker:
         if self._init is not None:
             self._init()
         while True:
-            _, _, item = self._queue.get()
-            if item is None:
+            _, _, job = self._queue.get()
+            if job is None:
                 return
-            fn, args, loop, fut, submitted = item
-            if fut.cancelled():
+            if job.fut.cancelled():
                 continue
-            start, cpu0 = time.perf_counter(), time.thread_time()
-            try:
-                result: Any = fn(*args)
-                error: BaseException | None = None
-            except BaseException as exc:  # handed to the awaiting task
-                result, error = None, exc
-            end, cpu = time.perf_counter(), time.thread_time() - cpu0
-            try:
-                loop.call_soon_threadsafe(_settle_future, fut, result, error, start - submitted, end - start, cpu)
-            except RuntimeError:
-                return  # the loop is closed: nobody waits any more
+            group = [job] if job.merge is None else [job, *self._take_mergeable(job.merge)]
+            if len(group) > 1 and self._run_merged(group):
+                continue
+            for j in group:
+                if not self._run_alone(j):
+                    return
+
+    def _run_alone(self, job: _Job) -> bool:
+        start, cpu0 = time.perf_counter(), time.thread_time()
+        try:
+            result: Any = job.fn(*job.args)
+            error: BaseException | None = None
+        except BaseException as exc:  # handed to the awaiting task
+            result, error = None, exc
+        end, cpu = time.perf_counter(), time.thread_time() - cpu0
+        return self._settle(job, result, error, start, end - start, cpu)
+
+    def _run_merged(self, group: list[_Job]) -> bool:
+        """One call for the group; False if it raised (the caller then runs each job alone, so one
+        session's error never becomes another's: a merged function must refuse a job before it
+        changes any state, as ``DuplexModel.listen_many`` does)."""
+        assert group[0].merge is not None
+        start, cpu0 = time.perf_counter(), time.thread_time()
+        try:
+            results = group[0].merge([j.args[0] for j in group])
+        except Exception:
+            return False
+        n = len(group)
+        compute, cpu = (time.perf_counter() - start) / n, (time.thread_time() - cpu0) / n
+        for j, result in zip(group, results, strict=True):
+            self._settle(j, result, None, start, compute, cpu)
+        return True
+
+    def _take_mergeable(self, merge: Callable[[list[Any]], list[Any]]) -> list[_Job]:
+        """Remove and return the queued jobs that may share ``merge``'s call, in queue order."""
+        with self._queue.mutex:  # PriorityQueue's own lock over its heap (``queue``)
+            heap = self._queue.queue
+            taken = [e for e in heap if e[2] is not None and e[2].merge == merge and not e[2].fut.cancelled()]
+            if taken:
+                heap[:] = [e for e in heap if not any(e is t for t in taken)]
+                heapq.heapify(heap)
+        return [e[2] for e in sorted(taken, key=lambda e: (e[0], e[1]))]
+
+    @staticmethod
+    def _settle(job: _Job, result: Any, error: BaseException | None, start: float, compute: float,
+                cpu: float) -> bool:
+        try:
+            job.loop.call_soon_threadsafe(_settle_future, job.fut, result, error, start - job.submitted, compute, cpu)
+        except RuntimeError:
+            return False  # the loop is closed: nobody waits any more
+        return True
 
     # -- loop side -------------------------------------------------------------------------
-    async def run(self, stage: str, fn: Callable[..., T], *args: Any, clock: Clock | None = None,
-                  priority: int = REPLY, units: int = 1) -> T:
+    async def run(self, stage: str, fn: Callable[..., Any], *args: Any, clock: Clock | None = None,
+                  priority: int = REPLY, units: int = 1, merge: bool = False) -> Any:
         """Run ``fn(*args)`` on the worker thread; returns its result (or raises its error).
 
         ``stage`` names the job for statistics and the cost model; ``units`` scales a fixed
         cost (e.g. tokens decoded in one job); ``clock`` is the caller's session clock (compute is
-        charged to it when it is an :class:`EventClock`).
+        charged to it when it is an :class:`EventClock`). ``merge``: ``fn`` takes a list of
+        arguments and returns a list of results, ``args`` is this job's one argument, and jobs of
+        the same ``fn`` queued together may share a call (see the module doc).
         """
         if self._closed:
             raise WorkerClosed(f"worker {self.name} is closed")
@@ -151,7 +214,12 @@ class ModelWorker:
         clock = clock or _REAL
         t_submit = clock.now()
         virtual = isinstance(clock, EventClock)
-        item = (fn, args, loop, fut, time.perf_counter())
+        if merge:
+            if len(args) != 1:
+                raise TypeError("a merged job takes exactly one argument")
+            item = _Job(functools.partial(_one, fn), args, loop, fut, time.perf_counter(), None if virtual else fn)
+        else:
+            item = _Job(fn, args, loop, fut, time.perf_counter())
         order = next(_ORDER)
         if virtual:
             assert isinstance(clock, EventClock)

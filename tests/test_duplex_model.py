@@ -164,6 +164,38 @@ def test_a_reply_token_riding_on_a_listening_step_equals_a_job_of_its_own(model)
     assert none.tokens == [] and none.ended and ride.reply.id == 1 and ride.reply.tokens == []
 
 
+def test_listening_steps_of_several_sessions_in_one_pass_equal_a_pass_each(model):
+    """``listen_many``: sessions listened to in one LLM pass (one with a reply token riding, one
+    catching up two chunks) get the decisions, tokens and context lengths of separate calls."""
+    from agent.duplex_model import ListenJob
+
+    audio = [_audio(10, seed=s) for s in (5, 6, 7)]
+    alone, together = [model.new_state() for _ in range(3)], [model.new_state() for _ in range(3)]
+    for states in (alone, together):
+        for st, a in zip(states, audio, strict=True):
+            model.listen_chunks(st, a[: 4 * 2560], [False] * 4)
+        model.begin_reply(states[0], reply_id=0)
+    for k in range(4, 10, 2):
+        two = slice(k * 2560, (k + 2) * 2560)
+        one = slice(k * 2560, (k + 1) * 2560)
+        ref = [model.listen_and_decode(alone[0], audio[0][one], [True], reply_id=0),
+               model.listen_chunks(alone[1], audio[1][one], [False]),
+               model.listen_chunks(alone[2], audio[2][two], [False, True])]
+        got = model.listen_many([ListenJob(together[0], audio[0][one], [True], reply_id=0),
+                                 ListenJob(together[1], audio[1][one], [False]),
+                                 ListenJob(together[2], audio[2][two], [False, True])])
+        (l_ref, t_ref), (l_got, t_got) = ref[0], got[0]
+        assert (t_ref.tokens, t_ref.text, t_ref.ended) == (t_got.tokens, t_got.text, t_got.ended)
+        for r, g in zip([l_ref, *ref[1:]], [l_got, *got[1:]], strict=True):
+            assert [x.index for x in r] == [x.index for x in g]
+            # Equal to float rounding: fbgemm's fp16 rows may depend on the rows stacked with them (AVX2).
+            np.testing.assert_allclose(np.stack([x.probs for x in g]), np.stack([x.probs for x in r]), rtol=1e-5, atol=1e-6)
+    for a, t in zip(alone, together, strict=True):
+        assert int(a.listener["llm"].lengths[0]) == int(t.listener["llm"].lengths[0])
+    with pytest.raises(ValueError, match="one job per session"):
+        model.listen_many([ListenJob(together[1], audio[1][:2560], [False])] * 2)
+
+
 def test_a_speculated_reply_equals_the_reply_and_leaves_listening_untouched(model):
     audio = _audio(7, seed=3)
     plain, spec = model.new_state(), model.new_state()

@@ -130,6 +130,78 @@ def test_worker_runs_urgent_then_listen_then_reply_and_propagates_errors():
     assert order == ["urgent", "listen", "reply"]
 
 
+def _merge_jobs(clock):
+    """Three mergeable jobs and a plain one queued behind a blocker; returns (calls, results, worker)."""
+    worker = ModelWorker("w", threads=0)
+    calls: list[list[str]] = []
+    gate = __import__("threading").Event()
+
+    def listen_many(names: list[str]) -> list[str]:
+        calls.append(list(names))
+        if "bad" in names:
+            raise ValueError(f"bad chunk among {names}")
+        return [n.upper() for n in names]
+
+    async def main() -> list:
+        blocker = asyncio.create_task(worker.run("block", gate.wait, clock=clock))
+        await asyncio.sleep(0.05)
+        jobs = [asyncio.create_task(worker.run("listen", listen_many, n, clock=clock, priority=LISTEN, merge=True))
+                for n in ("a", "b", "bad", "c")]
+        jobs.append(asyncio.create_task(worker.run("other", lambda: "plain", clock=clock, priority=LISTEN)))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await blocker
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    results = asyncio.run(main())
+    worker.close()
+    return calls, results, worker
+
+
+def test_worker_merges_queued_jobs_of_one_function_into_one_call_and_keeps_errors_apart():
+    """Listening steps of several sessions queued together share one call (one LLM pass); a call
+    that raises is rerun job by job, so only the bad job fails."""
+    from duplex.clock import RealClock
+
+    calls, results, worker = _merge_jobs(RealClock())
+    assert calls[0] == ["a", "b", "bad", "c"]  # one call for all four, in queue order
+    assert calls[1:] == [["a"], ["b"], ["bad"], ["c"]]  # it raised: each alone
+    assert results[:2] == ["A", "B"] and results[3:] == ["C", "plain"]
+    assert isinstance(results[2], ValueError) and "['bad']" in str(results[2])
+    assert worker.stats["listen"].jobs == 3 and worker.stats["other"].jobs == 1
+
+
+def test_worker_does_not_merge_jobs_on_a_virtual_clock():
+    calls, results, _ = _merge_jobs(EventClock())
+    assert calls == [["a"], ["b"], ["bad"], ["c"]]
+    assert results[:2] == ["A", "B"] and isinstance(results[2], ValueError) and results[3:] == ["C", "plain"]
+
+
+def test_a_merged_call_charges_each_job_its_share():
+    from duplex.clock import RealClock
+
+    worker = ModelWorker("w", threads=0)
+    gate = __import__("threading").Event()
+
+    def slow_many(xs: list[int]) -> list[int]:
+        time.sleep(0.2)
+        return xs
+
+    async def main() -> None:
+        blocker = asyncio.create_task(worker.run("block", gate.wait))
+        await asyncio.sleep(0.05)
+        jobs = [asyncio.create_task(worker.run("m", slow_many, i, clock=RealClock(), merge=True)) for i in range(4)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await asyncio.gather(*jobs) == [0, 1, 2, 3]
+        await blocker
+
+    asyncio.run(main())
+    worker.close()
+    st = worker.stats["m"]
+    assert st.jobs == 4 and 0.19 <= st.seconds <= 0.35  # 0.2 s once, not 0.8 s
+
+
 # -- frames ------------------------------------------------------------------------------------
 
 
