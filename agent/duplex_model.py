@@ -353,16 +353,9 @@ class DuplexModel:
     def _listen_block(self, state: DuplexState, x: torch.Tensor, agent_speaking: list[bool]) -> RidingBlock:
         """A session's chunks (1, n * 2560) through encoder and adapter, as a block of its listening
         context (what ``SpeechListener.step`` does before the LLM, for n chunks at once)."""
-        n = len(agent_speaking)
-        speech = self.listener.speech
-        p = self.positions_per_chunk
         with installed(self.listener, state.listener):
-            self._ensure_listening_context(state, positions=n * p)
-            self.listener._start_rows()  # prefix + prompt once per context
-            frames = speech.encoder.step(x)
-            embeds = speech.adapter.step(frames)  # (1, n * p, D)
-            flags = torch.tensor(agent_speaking, dtype=embeds.dtype).repeat_interleave(p)
-            embeds = embeds + flags[None, :, None] * speech.speaking
+            self._ensure_listening_context(state, positions=len(agent_speaking) * self.positions_per_chunk)
+            embeds = self.listener.chunk_embeds(x, torch.tensor([agent_speaking]))
             return RidingBlock(self.llm.streaming_state, embeds, with_logits=False)
 
     def _decisions(self, state: DuplexState, logits: torch.Tensor, agent_speaking: list[bool],

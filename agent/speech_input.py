@@ -260,17 +260,27 @@ class SpeechListener(StreamingModule[ListenerState]):
         st.started[:] = True
 
     @torch.no_grad()
+    def chunk_embeds(self, audio: torch.Tensor, agent_speaking: torch.Tensor | None = None) -> torch.Tensor:
+        """n chunks (B, n * chunk_samples) -> their (B, n * positions_per_chunk, D) LLM inputs: what a
+        step prefills. Starts the rows' context first (prefix + prompt, once per context); the
+        "agent speaking" vector is added to the positions of chunk i where ``agent_speaking`` (B, n)
+        is True."""
+        self._start_rows()
+        frames = self.speech.encoder.step(audio)
+        embeds = self.speech.adapter.step(frames)
+        if agent_speaking is not None:
+            flags = agent_speaking.to(embeds.dtype).repeat_interleave(self.speech.positions_per_chunk, dim=1)
+            embeds = embeds + flags[:, :, None] * self.speech.speaking
+        return embeds
+
+    @torch.no_grad()
     def step(self, audio: torch.Tensor, agent_speaking: torch.Tensor | None = None,
              also: Sequence[RidingBlock] = ()) -> ChunkResult:
         """One chunk (B, chunk_samples) of 16 kHz audio -> state decision (see ``ChunkResult``).
         ``also``: blocks of other LLM contexts that ride in this chunk's LLM pass (``FrozenLLM.prefill``)."""
         if audio.shape[-1] != self.speech.chunk_samples:
             raise ValueError(f"listener step takes one chunk of {self.speech.chunk_samples} samples, got {audio.shape[-1]}")
-        self._start_rows()
-        frames = self.speech.encoder.step(audio)
-        embeds = self.speech.adapter.step(frames)
-        if agent_speaking is not None:
-            embeds = embeds + agent_speaking.to(embeds.dtype)[:, None, None] * self.speech.speaking
+        embeds = self.chunk_embeds(audio, None if agent_speaking is None else agent_speaking[:, None])
         out = self.llm.prefill(embeds, also=also)
         hidden = out.hidden[:, -1]
         logits = self.decide(hidden[:, None])[:, 0]

@@ -35,8 +35,7 @@ def lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> to
     numpy's ``zeros`` takes large blocks from ``calloc``, which maps fresh, already-zero pages
     instead. Small tensors come from ``torch.zeros`` (nothing to save). The result is 64-byte aligned
     and owns its memory like any tensor (the numpy buffer lives as long as it does)."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    nbytes = math.prod(shape) * itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < _LAZY_MIN_BYTES:
         return torch.zeros(shape, dtype=dtype)
     buf = np.zeros(nbytes + _ALIGN, dtype=np.uint8)
